@@ -1,0 +1,128 @@
+"""Image IO through SimpleITK. Arrays are channel-first in numpy (z, y, x) order, as nnU-Net stores them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from longnet.errors import DatasetError
+
+SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl", ".gipl.gz")
+
+
+def _read_one(path: Path) -> sitk.Image:
+    if not path.is_file():
+        raise DatasetError("file not found", path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = next((line for line in first if "ERROR" in line or "exception" in line.lower()), first[-1] if first else "")
+        raise DatasetError(f"unreadable image file ({detail.strip()[:200]})", path) from None
+
+
+def geometry_of(img: sitk.Image) -> dict:
+    return {
+        "spacing": list(img.GetSpacing()),
+        "origin": list(img.GetOrigin()),
+        "direction": list(img.GetDirection()),
+    }
+
+
+def read_image_files(files: Sequence[str | Path], expected_dim: int = 3) -> tuple[np.ndarray, dict]:
+    """Read one file per channel into a float32 array C×Z×Y×X plus its geometry (`sitk_stuff`, `spacing`).
+
+    Raises DatasetError naming the file on unreadable files, wrong dimensionality, or channels whose
+    geometry disagrees.
+    """
+    if len(files) == 0:
+        raise ValueError("read_image_files needs at least one file")
+    arrays, geometries = [], []
+    for f in files:
+        path = Path(f)
+        img = _read_one(path)
+        if img.GetNumberOfComponentsPerPixel() != 1:
+            raise DatasetError(f"vector image with {img.GetNumberOfComponentsPerPixel()} components per voxel; "
+                               "store each channel as its own file", path)
+        if img.GetDimension() != expected_dim:
+            raise DatasetError(f"image is {img.GetDimension()}D but the dataset is {expected_dim}D", path)
+        arr = sitk.GetArrayFromImage(img)
+        geometries.append(geometry_of(img))
+        arrays.append(arr)
+    ref = geometries[0]
+    for f, g, a in zip(files[1:], geometries[1:], arrays[1:]):
+        problem = geometry_mismatch(arrays[0].shape, ref, a.shape, g)
+        if problem:
+            raise DatasetError(f"channel geometry differs from {Path(files[0]).name}: {problem}", f)
+    data = np.stack(arrays).astype(np.float32, copy=False)
+    if expected_dim == 2:
+        data = data[:, None]
+    spacing = list(ref["spacing"])[::-1]
+    if expected_dim == 2:
+        spacing = [999.0] + spacing
+    return data, {"sitk_stuff": ref, "spacing": [float(s) for s in spacing]}
+
+
+def read_seg_file(path: str | Path, expected_dim: int = 3) -> tuple[np.ndarray, dict]:
+    """Read a label map as int16 1×Z×Y×X; non-integer values are an error."""
+    data, props = read_image_files([path], expected_dim)
+    if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+        raise DatasetError("label map contains non-integer values", path)
+    lo, hi = data.min(initial=0), data.max(initial=0)
+    if lo < np.iinfo(np.int16).min or hi > np.iinfo(np.int16).max:
+        raise DatasetError(f"label values out of range for a label map (min {lo:g}, max {hi:g})", path)
+    return data.astype(np.int16), props
+
+
+def write_seg(seg: np.ndarray, dest: str | Path, props: dict) -> None:
+    """Write a Z×Y×X label map with the geometry in props['sitk_stuff'], atomically."""
+    from longnet.utils.files import atomic_path
+
+    seg = np.asarray(seg)
+    if seg.ndim == 4 and seg.shape[0] == 1:
+        seg = seg[0]
+    dtype = np.uint8 if seg.max(initial=0) < 255 and seg.min(initial=0) >= 0 else np.int16
+    write_image(seg.astype(dtype), dest, props)
+
+
+def write_image(arr: np.ndarray, dest: str | Path, props: dict) -> None:
+    from longnet.utils.files import atomic_path
+
+    dest = Path(dest)
+    img = sitk.GetImageFromArray(arr)
+    g = props["sitk_stuff"]
+    img.SetSpacing([float(s) for s in g["spacing"]])
+    img.SetOrigin([float(s) for s in g["origin"]])
+    img.SetDirection([float(s) for s in g["direction"]])
+    ending = file_ending_of(dest)
+    with atomic_path(dest, suffix=ending) as tmp:
+        sitk.WriteImage(img, str(tmp), useCompression=True)
+
+
+def file_ending_of(path: str | Path) -> str:
+    name = Path(path).name
+    for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True):
+        if name.endswith(e):
+            return e
+    return Path(path).suffix
+
+
+def geometry_mismatch(shape_a, geom_a: dict, shape_b, geom_b: dict, tol: float = 1e-3) -> str | None:
+    """Describe how image b's grid differs from image a's (size, spacing, origin, direction), or None if they agree.
+
+    Every differing aspect is listed ("; "-separated) so one message tells the user the whole story.
+    """
+    diffs = []
+    if tuple(shape_a) != tuple(shape_b):
+        diffs.append(f"size {tuple(shape_b)[::-1]} vs {tuple(shape_a)[::-1]}")
+    for key in ("spacing", "origin", "direction"):
+        a, b = np.asarray(geom_a[key], float), np.asarray(geom_b[key], float)
+        if a.shape != b.shape:
+            diffs.append(f"{key} {np.round(b, 4).tolist()} vs {np.round(a, 4).tolist()}")
+            continue
+        scale = 1.0 if key == "direction" else np.maximum(1.0, np.abs(a))
+        if np.any(np.abs(a - b) > tol * scale):
+            diffs.append(f"{key} {np.round(b, 4).tolist()} vs {np.round(a, 4).tolist()}")
+    return "; ".join(diffs) or None

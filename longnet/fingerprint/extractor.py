@@ -1,0 +1,140 @@
+"""Dataset fingerprint: nnU-Net's fields plus longitudinal statistics.
+
+Foreground intensity statistics follow nnU-Net's estimator (per case, a budget of 1e8 / n_cases foreground
+voxels drawn with replacement with seed 1234), but the draws are kept as counts per voxel instead of a
+materialised 1e8-element array, and order statistics are read from the weighted sorted values: the same
+numbers at a fraction of the memory and time.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import numpy as np
+from tqdm import tqdm
+
+from longnet.dataset.io import read_image_files, read_seg_file
+from longnet.dataset.raw import RawDataset
+from longnet.preprocessing.cropping import crop_to_nonzero
+
+FOREGROUND_SAMPLE_BUDGET = 10e7
+PERCENTILES = (0.5, 50.0, 99.5)
+
+
+def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3):
+    data, props = read_image_files(image_files, dim)
+    seg = read_seg_file(label_file, dim)[0] if label_file is not None else None
+    shape_before = data.shape[1:]
+    data, seg_c, _ = crop_to_nonzero(data, seg)
+    per_channel = []
+    if seg is not None:
+        fg = seg_c[0] > 0
+        rs = np.random.RandomState(1234)
+        for c in range(data.shape[0]):
+            values = data[c][fg]
+            if values.size == 0:
+                per_channel.append((np.zeros(0, np.float32), np.zeros(0, np.int64)))
+                continue
+            idx = rs.randint(0, values.size, size=samples_per_case)
+            counts = np.bincount(idx, minlength=values.size)
+            keep = counts > 0
+            per_channel.append((values[keep], counts[keep]))
+    rel_size = float(np.prod(data.shape[1:], dtype=np.float64) / np.prod(shape_before, dtype=np.float64))
+    return [int(s) for s in data.shape[1:]], props["spacing"], per_channel, rel_size
+
+
+def weighted_statistics(values: np.ndarray, counts: np.ndarray) -> dict:
+    """Mean/std/min/max/percentiles of the multiset where values[i] occurs counts[i] times (numpy 'linear')."""
+    order = np.argsort(values, kind="stable")
+    v = values[order].astype(np.float64)
+    c = counts[order]
+    cum = np.cumsum(c)
+    n = int(cum[-1])
+
+    def at_rank(k: int) -> float:
+        return float(v[np.searchsorted(cum, k, side="right")])
+
+    out = {}
+    for q, key in zip(PERCENTILES, ("percentile_00_5", "median", "percentile_99_5")):
+        pos = q / 100.0 * (n - 1)
+        lo = int(np.floor(pos))
+        frac = pos - lo
+        a, b = at_rank(lo), at_rank(min(lo + 1, n - 1))
+        out[key] = float(np.float32(a + (b - a) * frac))
+    mean = float(np.sum(v * c) / n)
+    out["mean"] = float(np.float32(mean))
+    out["std"] = float(np.float32(np.sqrt(np.sum(c * (v - mean) ** 2) / n)))
+    out["min"] = float(v[0])
+    out["max"] = float(v[-1])
+    return {k: out[k] for k in ("max", "mean", "median", "min", "percentile_00_5", "percentile_99_5", "std")}
+
+
+def _visit_statistics(raw: RawDataset) -> dict:
+    visits = [len(v) for v in raw.subjects.values()]
+    gaps = []
+    for cases in raw.subjects.values():
+        days = [raw.cases[c].days for c in cases]
+        gaps += [b - a for a, b in zip(days, days[1:])]
+    n = len(raw.cases)
+
+    def summary(x):
+        if not x:
+            return None
+        x = np.asarray(x, float)
+        return {"min": float(x.min()), "median": float(np.median(x)), "mean": float(x.mean()), "max": float(x.max())}
+
+    return {
+        "num_subjects": len(raw.subjects),
+        "num_cases": n,
+        "num_labelled_cases": len(raw.labelled_cases),
+        "labelled_fraction": len(raw.labelled_cases) / n if n else 0.0,
+        "visits_per_subject": summary(visits),
+        "days_between_visits": summary(gaps),
+        "subjects_with_multiple_visits": int(sum(v > 1 for v in visits)),
+    }
+
+
+def extract_fingerprint(raw: RawDataset, num_processes: int = 2, verbose: bool = True) -> dict:
+    """Compute the fingerprint of a raw dataset (all cases contribute shapes/spacings; labelled ones intensities)."""
+    dim = 2 if str(raw.dataset_json.get("tensorImageSize", "3D")).upper() == "2D" else 3
+    dim = 3 if dim != 2 else 2
+    ids = list(raw.cases)
+    n_labelled = max(1, len(raw.labelled_cases))
+    samples = int(FOREGROUND_SAMPLE_BUDGET // n_labelled)
+    jobs = [(raw.cases[c].images, raw.cases[c].label, samples, dim) for c in ids]
+    results = _map(analyze_case, jobs, num_processes, "fingerprint", verbose)
+    num_channels = raw.num_channels
+    stats = {}
+    for ch in range(num_channels):
+        vals = [r[2][ch][0] for r in results if r[2]]
+        cnts = [r[2][ch][1] for r in results if r[2]]
+        if vals and sum(len(v) for v in vals):
+            stats[str(ch)] = weighted_statistics(np.concatenate(vals), np.concatenate(cnts))
+        else:
+            stats[str(ch)] = {k: float("nan") for k in ("max", "mean", "median", "min", "percentile_00_5",
+                                                        "percentile_99_5", "std")}
+    return {
+        "foreground_intensity_properties_per_channel": stats,
+        "median_relative_size_after_cropping": float(np.median([r[3] for r in results])),
+        "shapes_after_crop": [r[0] for r in results],
+        "spacings": [r[1] for r in results],
+        "case_identifiers": ids,
+        "longitudinal": _visit_statistics(raw),
+    }
+
+
+def _star(args):
+    fn, a = args
+    return fn(*a)
+
+
+def _map(fn, jobs: list, num_processes: int, desc: str, verbose: bool) -> list:
+    """Order-preserving parallel map with a progress bar; single-process when num_processes <= 1."""
+    if num_processes <= 1 or len(jobs) <= 1:
+        return [fn(*j) for j in tqdm(jobs, desc=desc, disable=not verbose)]
+    ctx = get_context("fork") if os.name == "posix" else get_context("spawn")
+    with ProcessPoolExecutor(num_processes, mp_context=ctx) as ex:
+        chunks = max(1, len(jobs) // (num_processes * 8))
+        return list(tqdm(ex.map(_star, [(fn, j) for j in jobs], chunksize=chunks), total=len(jobs), desc=desc,
+                         disable=not verbose))

@@ -1,0 +1,37 @@
+"""Build the network a plan describes. Class names in plans resolve only inside an allow-list of modules."""
+from __future__ import annotations
+
+import importlib
+
+import torch.nn as nn
+
+from longnet.errors import LongnetError
+
+ALLOWED_MODULE_PREFIXES = ("torch.nn", "dynamic_network_architectures.")
+
+
+def resolve_class(dotted: str):
+    """Import `pkg.module.Class` only if it lives in an allowed module (plans files are data, not code)."""
+    if dotted is None:
+        return None
+    if not isinstance(dotted, str) or "." not in dotted:
+        raise LongnetError(f"invalid class reference {dotted!r} in plans")
+    if not dotted.startswith(ALLOWED_MODULE_PREFIXES):
+        raise LongnetError(f"refusing to import {dotted!r} named in a plans file: only classes from "
+                           f"{', '.join(ALLOWED_MODULE_PREFIXES)} may be referenced")
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise LongnetError(f"cannot import {dotted!r} named in plans ({e})") from None
+
+
+def build_network_from_architecture(architecture: dict, num_input_channels: int, num_output_channels: int,
+                                    deep_supervision: bool = True) -> nn.Module:
+    kwargs = dict(architecture["arch_kwargs"])
+    for key in architecture.get("_kw_requires_import", ()):
+        if kwargs.get(key) is not None:
+            kwargs[key] = resolve_class(kwargs[key])
+    net_cls = resolve_class(architecture["network_class_name"])
+    return net_cls(input_channels=num_input_channels, num_classes=num_output_channels,
+                   deep_supervision=deep_supervision, **kwargs)

@@ -1,0 +1,31 @@
+"""Crop to the nonzero region of all channels (holes filled); label voxels outside it become -1."""
+from __future__ import annotations
+
+import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
+from scipy.ndimage import binary_fill_holes
+
+
+def nonzero_mask(data: np.ndarray) -> np.ndarray:
+    mask = data[0] != 0
+    for c in range(1, data.shape[0]):
+        mask |= data[c] != 0
+    return binary_fill_holes(mask)
+
+
+def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None, outside_label: int = -1):
+    """Return (cropped data, cropped seg with `outside_label` outside the mask, bbox [[lo, hi), ...])."""
+    mask = nonzero_mask(data)
+    if not mask.any():
+        bbox = [[0, s] for s in mask.shape]
+    else:
+        bbox = [[int(a), int(b)] for a, b in get_bbox_from_mask(mask)]
+    slicer = bounding_box_to_slice(bbox)
+    mask = mask[slicer][None]
+    data = data[(slice(None),) + slicer]
+    if seg is not None:
+        seg = seg[(slice(None),) + slicer]
+        seg[(seg == 0) & ~mask] = outside_label
+    else:
+        seg = np.where(mask, np.int8(0), np.int8(outside_label))
+    return data, seg, bbox
