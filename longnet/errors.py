@@ -12,6 +12,9 @@ class LongnetError(Exception):
         self.message = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
+    def __reduce__(self):  # survive pickling across worker processes with message and path intact
+        return (_rebuild, (type(self), self.message, self.path, getattr(self, "problems", None)))
+
 
 class DatasetError(LongnetError):
     """The raw or preprocessed dataset is malformed."""
@@ -24,3 +27,9 @@ class IntegrityError(DatasetError):
         self.problems = problems
         lines = [f"  {p}: {m}" for p, m in problems]
         super().__init__(f"dataset integrity check failed with {len(problems)} problem(s):\n" + "\n".join(lines))
+
+
+def _rebuild(cls, message, path, problems):
+    if problems is not None:
+        return cls(problems)
+    return cls(message, path)

@@ -14,7 +14,8 @@ from multiprocessing import get_context
 import numpy as np
 from tqdm import tqdm
 
-from longnet.dataset.io import read_image_files, read_seg_file
+from longnet.dataset.io import geometry_mismatch, read_image_files, read_seg_file
+from longnet.errors import DatasetError
 from longnet.dataset.raw import RawDataset
 from longnet.preprocessing.cropping import crop_to_nonzero
 
@@ -22,9 +23,10 @@ FOREGROUND_SAMPLE_BUDGET = 10e7
 PERCENTILES = (0.5, 50.0, 99.5)
 
 
-def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3):
+def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3, valid_labels=None):
     data, props = read_image_files(image_files, dim)
-    seg = read_seg_file(label_file, dim)[0] if label_file is not None else None
+    seg = load_checked_seg(label_file, data, props, dim, valid_labels) if label_file is not None else None
+    check_finite(data, image_files)
     shape_before = data.shape[1:]
     data, seg_c, _ = crop_to_nonzero(data, seg)
     per_channel = []
@@ -42,6 +44,27 @@ def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3):
             per_channel.append((values[keep], counts[keep]))
     rel_size = float(np.prod(data.shape[1:], dtype=np.float64) / np.prod(shape_before, dtype=np.float64))
     return [int(s) for s in data.shape[1:]], props["spacing"], per_channel, rel_size
+
+
+def check_finite(data: np.ndarray, image_files) -> None:
+    """NaN/inf voxels would silently poison normalisation statistics: refuse them, naming the channel file."""
+    for c in range(data.shape[0]):
+        if not np.isfinite(data[c]).all():
+            bad = int((~np.isfinite(data[c])).sum())
+            raise DatasetError(f"image contains {bad} NaN/inf voxel(s)", image_files[c])
+
+
+def load_checked_seg(label_file, data: np.ndarray, props: dict, dim: int, valid_labels) -> np.ndarray:
+    seg, seg_props = read_seg_file(label_file, dim)
+    problem = geometry_mismatch(data.shape[1:], props["sitk_stuff"], seg.shape[1:], seg_props["sitk_stuff"])
+    if problem:
+        raise DatasetError(f"label geometry differs from its image: {problem}", label_file)
+    if valid_labels is not None:
+        bad = sorted(set(np.unique(seg).tolist()) - set(valid_labels))
+        if bad:
+            raise DatasetError(f"label values {bad} are not declared in dataset.json (allowed: {sorted(valid_labels)})",
+                               label_file)
+    return seg
 
 
 def weighted_statistics(values: np.ndarray, counts: np.ndarray) -> dict:
@@ -68,6 +91,10 @@ def weighted_statistics(values: np.ndarray, counts: np.ndarray) -> dict:
     out["min"] = float(v[0])
     out["max"] = float(v[-1])
     return {k: out[k] for k in ("max", "mean", "median", "min", "percentile_00_5", "percentile_99_5", "std")}
+
+
+def image_dim(dataset_json: dict) -> int:
+    return 2 if str(dataset_json.get("tensorImageSize", "3D")).upper() == "2D" else 3
 
 
 def _visit_statistics(raw: RawDataset) -> dict:
@@ -97,13 +124,13 @@ def _visit_statistics(raw: RawDataset) -> dict:
 
 def extract_fingerprint(raw: RawDataset, num_processes: int = 2, verbose: bool = True) -> dict:
     """Compute the fingerprint of a raw dataset (all cases contribute shapes/spacings; labelled ones intensities)."""
-    dim = 2 if str(raw.dataset_json.get("tensorImageSize", "3D")).upper() == "2D" else 3
-    dim = 3 if dim != 2 else 2
+    dim = image_dim(raw.dataset_json)
     ids = list(raw.cases)
     n_labelled = max(1, len(raw.labelled_cases))
     samples = int(FOREGROUND_SAMPLE_BUDGET // n_labelled)
-    jobs = [(raw.cases[c].images, raw.cases[c].label, samples, dim) for c in ids]
-    results = _map(analyze_case, jobs, num_processes, "fingerprint", verbose)
+    valid = sorted(raw.label_manager.valid_values)
+    jobs = [(raw.cases[c].images, raw.cases[c].label, samples, dim, valid) for c in ids]
+    results = parallel_map(analyze_case, jobs, num_processes, "fingerprint", verbose)
     num_channels = raw.num_channels
     stats = {}
     for ch in range(num_channels):
@@ -129,7 +156,7 @@ def _star(args):
     return fn(*a)
 
 
-def _map(fn, jobs: list, num_processes: int, desc: str, verbose: bool) -> list:
+def parallel_map(fn, jobs: list, num_processes: int, desc: str, verbose: bool) -> list:
     """Order-preserving parallel map with a progress bar; single-process when num_processes <= 1."""
     if num_processes <= 1 or len(jobs) <= 1:
         return [fn(*j) for j in tqdm(jobs, desc=desc, disable=not verbose)]

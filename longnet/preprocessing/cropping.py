@@ -2,8 +2,18 @@
 from __future__ import annotations
 
 import numpy as np
-from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
 from scipy.ndimage import binary_fill_holes
+
+
+def bounding_box(mask: np.ndarray) -> list[list[int]]:
+    """[[lo, hi), ...] per axis of the True voxels. Written here (not acvl_utils) because importing that
+    module pulls in torch, which costs seconds in every preprocessing worker."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        box.append([int(hits[0]), int(hits[-1]) + 1])
+    return box
 
 
 def nonzero_mask(data: np.ndarray) -> np.ndarray:
@@ -19,8 +29,8 @@ def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None, outside_lab
     if not mask.any():
         bbox = [[0, s] for s in mask.shape]
     else:
-        bbox = [[int(a), int(b)] for a, b in get_bbox_from_mask(mask)]
-    slicer = bounding_box_to_slice(bbox)
+        bbox = bounding_box(mask)
+    slicer = tuple(slice(lo, hi) for lo, hi in bbox)
     mask = mask[slicer][None]
     data = data[(slice(None),) + slicer]
     if seg is not None:

@@ -65,16 +65,33 @@ def load_array(path: str | Path, mmap: bool = False) -> np.ndarray:
 def case_paths(folder: str | Path, case_id: str) -> dict[str, Path]:
     folder = Path(folder)
     return {"data": folder / f"{case_id}.b2nd", "seg": folder / f"{case_id}_seg.b2nd",
-            "props": folder / f"{case_id}.json"}
+            "locations": folder / f"{case_id}_locations.npz", "props": folder / f"{case_id}.json"}
 
 
 def save_case(folder: str | Path, case_id: str, data: np.ndarray, seg: np.ndarray, props: dict,
               patch_size=None) -> None:
-    """Write data, seg, then properties last: the properties file marks a case as complete."""
+    """Write data, seg, foreground locations, then properties last: the properties file marks a case complete.
+
+    Foreground locations go to a plain npz (no pickle): as JSON they were most of the preprocessing time."""
     p = case_paths(folder, case_id)
     save_array(data.astype(np.float32, copy=False), p["data"], patch_size)
     save_array(seg, p["seg"], patch_size)
+    props = dict(props)
+    locations = props.pop("class_locations", {}) or {}
+    with atomic_path(p["locations"], suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"k{k}": np.asarray(v, dtype=np.int32).reshape(-1, seg.ndim) for k, v in locations.items()})
+    props["class_location_keys"] = list(locations.keys())
     save_json(props, p["props"], indent=None)
+
+
+def load_class_locations(folder: str | Path, case_id: str, props: dict) -> dict[str, np.ndarray]:
+    path = case_paths(folder, case_id)["locations"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[f"k{k}"] for k in props.get("class_location_keys", [])}
+    except (OSError, ValueError, KeyError) as e:
+        raise DatasetError(f"corrupt foreground-location file ({e})", path) from None
 
 
 def case_is_complete(folder: str | Path, case_id: str) -> bool:
@@ -85,6 +102,7 @@ def case_is_complete(folder: str | Path, case_id: str) -> bool:
 def load_case(folder: str | Path, case_id: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     p = case_paths(folder, case_id)
     props = load_json(p["props"])
+    props["class_locations"] = load_class_locations(folder, case_id, props)
     return load_array(p["data"], mmap), load_array(p["seg"], mmap), props
 
 

@@ -1,0 +1,20 @@
+"""Subject-level 5-fold cross-validation splits in nnU-Net's format (KFold, shuffle, seed 12345).
+
+Folds are drawn over sorted subject ids and expanded to their cases, so no subject is ever on both sides.
+When every case is its own subject this is exactly nnU-Net's case-level split."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+
+def subject_level_splits(subjects: dict[str, list[str]], n_splits: int = 5, seed: int = 12345) -> list[dict]:
+    ids = sorted(subjects)
+    if len(ids) < n_splits:
+        raise ValueError(f"need at least {n_splits} subjects for {n_splits}-fold splits, have {len(ids)}")
+    splits = []
+    for train_idx, val_idx in KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(ids):
+        train = sorted(c for i in train_idx for c in subjects[ids[i]])
+        val = sorted(c for i in val_idx for c in subjects[ids[i]])
+        splits.append({"train": train, "val": val})
+    return splits
