@@ -109,9 +109,9 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
     if not splits.is_file():
         from longnet.preprocessing.splits import subject_level_splits
 
-        subjects = load_json(pre_dir / "subjects.json")
-        if len(subjects) >= 5:
-            save_json(subject_level_splits(subjects), splits)
+        folds = subject_level_splits(load_json(pre_dir / "subjects.json"))
+        if folds:
+            save_json(folds, splits)
     return planner.plans_name
 
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from longnet.dataset.nifti_raw import is_nifti, truncation_problem
 from longnet.errors import DatasetError
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl", ".gipl.gz")
@@ -16,11 +17,16 @@ def _read_one(path: Path) -> sitk.Image:
     if not path.is_file():
         raise DatasetError("file not found", path)
     try:
-        return sitk.ReadImage(str(path))
+        img = sitk.ReadImage(str(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "exception" in line.lower()), first[-1] if first else "")
         raise DatasetError(f"unreadable image file ({detail.strip()[:200]})", path) from None
+    if is_nifti(path):  # ITK reads a cut-short NIfTI without complaint, padding the missing voxels
+        problem = truncation_problem(path)
+        if problem:
+            raise DatasetError(f"unreadable image file ({problem})", path)
+    return img
 
 
 def geometry_of(img: sitk.Image) -> dict:
@@ -78,8 +84,6 @@ def read_seg_file(path: str | Path, expected_dim: int = 3) -> tuple[np.ndarray, 
 
 def write_seg(seg: np.ndarray, dest: str | Path, props: dict) -> None:
     """Write a Z×Y×X label map with the geometry in props['sitk_stuff'], atomically."""
-    from longnet.utils.files import atomic_path
-
     seg = np.asarray(seg)
     if seg.ndim == 4 and seg.shape[0] == 1:
         seg = seg[0]
