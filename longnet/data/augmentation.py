@@ -1,0 +1,144 @@
+"""nnU-Net's augmentation recipe built from batchgeneratorsv2 transforms (per sample, torch tensors, on the CPU).
+
+The transforms take `{"image": C×..., "segmentation": 1×...}` tensors and return the final patch; the sampler
+only cuts an enlarged box around it. A GPU path can later replace `training_transforms` with a batched
+implementation applied in `Trainer.prepare_batch` without touching the sampler.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
+from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
+from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
+from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
+from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
+
+ANISO_THRESHOLD = 3  # patch edge ratio above which 3D patches get in-plane ("dummy 2D") spatial augmentation
+
+
+@dataclass
+class SpatialAugConfig:
+    """Rotation range, mirror axes, dummy-2D flag and the enlarged patch that leaves room for rotation/scaling."""
+
+    rotation: tuple[float, float]
+    mirror_axes: tuple[int, ...]
+    dummy_2d: bool
+    initial_patch_size: list[int]
+
+
+def _rotated_extent(vec: np.ndarray, axis: int, angle: float) -> np.ndarray:
+    """|vec · R| for a rotation by `angle` about one axis, with nnU-Net's rotation-matrix conventions."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = {0: [[1, 0, 0], [0, c, -s], [0, s, c]],
+           1: [[c, 0, s], [0, 1, 0], [-s, 0, c]],
+           2: [[c, -s, 0], [s, c, 0], [0, 0, 1]]}[axis]
+    return np.abs(vec.astype(float) @ np.array(rot))
+
+
+def enlarged_patch_size(patch: list[int], rotation: tuple[float, float], scale_range=(0.85, 1.25)) -> list[int]:
+    """Edge lengths that still cover `patch` after the largest rotation about each axis and the smallest scale."""
+    max_angle = min(max(abs(rotation[0]), abs(rotation[1])), math.pi / 2)
+    coords = np.asarray(patch, dtype=float)
+    final = coords.copy()
+    if len(patch) == 3:
+        for axis in range(3):
+            final = np.maximum(final, _rotated_extent(coords, axis, max_angle))
+    else:
+        c, s = math.cos(max_angle), math.sin(max_angle)
+        rot = np.abs(np.array([c * coords[0] - s * coords[1], s * coords[0] + c * coords[1]]))
+        final = np.maximum(final, rot)
+    final /= min(scale_range)
+    return [int(x) for x in final]
+
+
+def spatial_aug_config(patch_size: list[int]) -> SpatialAugConfig:
+    """nnU-Net's rotation/mirroring/dummy-2D choice for a patch size (2D: ±180°, or ±15° for elongated patches)."""
+    deg = math.pi / 180.0
+    if len(patch_size) == 2:
+        dummy_2d = False
+        rot = 15 * deg if max(patch_size) / min(patch_size) > 1.5 else 180 * deg
+        mirror = (0, 1)
+    else:
+        dummy_2d = max(patch_size) / patch_size[0] > ANISO_THRESHOLD
+        rot = 180 * deg if dummy_2d else 30 * deg
+        mirror = (0, 1, 2)
+    rotation = (-rot, rot)
+    initial = enlarged_patch_size(list(patch_size[-3:]) if len(patch_size) == 3 else list(patch_size), rotation)
+    if dummy_2d:
+        initial = [patch_size[0]] + enlarged_patch_size(list(patch_size[1:]), rotation)
+    return SpatialAugConfig(rotation, mirror, dummy_2d, initial)
+
+
+def _label_transforms(regions, ignore_label, ds_scales) -> list[BasicTransform]:
+    out: list[BasicTransform] = [RemoveLabelTransform(-1, 0)]
+    if regions:
+        all_regions = list(regions) + ([ignore_label] if ignore_label is not None else [])
+        out.append(ConvertSegmentationToRegionsTransform(regions=all_regions, channel_in_seg=0))
+    if ds_scales:
+        out.append(DownsampleSegForDSTransform(ds_scales=ds_scales))
+    return out
+
+
+def training_transforms(patch_size: list[int], aug: SpatialAugConfig, ds_scales: list | None,
+                        use_mask_for_norm: list[bool] | None = None, regions: list | None = None,
+                        ignore_label: int | None = None) -> BasicTransform:
+    """nnU-Net's training augmentation (probabilities from nnU-Net 2.x, no elastic deformation)."""
+    t: list[BasicTransform] = []
+    if aug.dummy_2d:
+        t.append(Convert3DTo2DTransform())
+        spatial_patch, ignore_axes = list(patch_size[1:]), (0,)
+    else:
+        spatial_patch, ignore_axes = list(patch_size), None
+    t.append(SpatialTransform(spatial_patch, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
+                              p_rotation=0.2, rotation=aug.rotation, p_scaling=0.2, scaling=(0.7, 1.4),
+                              p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False, mode_seg="bilinear"))
+    if aug.dummy_2d:
+        t.append(Convert2DTo3DTransform())
+    t += [
+        RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
+                        apply_probability=0.1),
+        RandomTransform(GaussianBlurTransform(blur_sigma=(0.5, 1.0), synchronize_channels=False,
+                                              synchronize_axes=False, p_per_channel=0.5, benchmark=True),
+                        apply_probability=0.2),
+        RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast((0.75, 1.25)),
+                                                          synchronize_channels=False, p_per_channel=1),
+                        apply_probability=0.15),
+        RandomTransform(ContrastTransform(contrast_range=BGContrast((0.75, 1.25)), preserve_range=True,
+                                          synchronize_channels=False, p_per_channel=1), apply_probability=0.15),
+        RandomTransform(SimulateLowResolutionTransform(scale=(0.5, 1), synchronize_channels=False,
+                                                       synchronize_axes=True, ignore_axes=ignore_axes,
+                                                       allowed_channels=None, p_per_channel=0.5),
+                        apply_probability=0.25),
+        RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=1, synchronize_channels=False,
+                                       p_per_channel=1, p_retain_stats=1), apply_probability=0.1),
+        RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=0, synchronize_channels=False,
+                                       p_per_channel=1, p_retain_stats=1), apply_probability=0.3),
+    ]
+    if aug.mirror_axes:
+        t.append(MirrorTransform(allowed_axes=aug.mirror_axes))
+    if use_mask_for_norm and any(use_mask_for_norm):
+        t.append(MaskImageTransform(apply_to_channels=[i for i, m in enumerate(use_mask_for_norm) if m],
+                                    channel_idx_in_seg=0, set_outside_to=0))
+    t += _label_transforms(regions, ignore_label, ds_scales)
+    return ComposeTransforms(t)
+
+
+def validation_transforms(ds_scales: list | None, regions: list | None = None,
+                          ignore_label: int | None = None) -> BasicTransform:
+    """No augmentation: only label cleanup, regions and deep-supervision targets."""
+    return ComposeTransforms(_label_transforms(regions, ignore_label, ds_scales))

@@ -1,0 +1,69 @@
+"""Which cases a preprocessed dataset holds, which subject/visit each is, and whether it is labelled.
+
+Read from `visits.json` / `subjects.json` (written by longnet preprocessing). A folder preprocessed by nnU-Net
+has neither; then every case is its own subject and the case properties (if any) say whether it is labelled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from longnet.errors import DatasetError
+from longnet.preprocessing.storage import case_paths, list_cases
+from longnet.utils.files import load_json
+
+
+@dataclass
+class DatasetIndex:
+    """Cases of one preprocessed configuration folder plus their longitudinal metadata."""
+
+    cases: list[str]
+    visits: dict[str, dict] = field(default_factory=dict)
+    subjects: dict[str, list[str]] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def load(cls, dataset_folder: str | Path, data_identifier: str) -> "DatasetIndex":
+        dataset_folder = Path(dataset_folder)
+        data_folder = dataset_folder / data_identifier
+        if not data_folder.is_dir():
+            raise DatasetError(f"preprocessed data folder {data_identifier!r} not found (run longnet_preprocess for "
+                               f"this configuration)", data_folder)
+        cases = list_cases(data_folder)
+        visits_file, subjects_file = dataset_folder / "visits.json", dataset_folder / "subjects.json"
+        visits = load_json(visits_file) if visits_file.is_file() else {}
+        subjects = load_json(subjects_file) if subjects_file.is_file() else {}
+        if not isinstance(visits, dict) or not isinstance(subjects, dict):
+            raise DatasetError("visits.json / subjects.json must contain JSON objects", dataset_folder)
+        for i, c in enumerate(cases):
+            if c not in visits:
+                props = load_json(case_paths(data_folder, c)["props"])
+                visits[c] = {"subject": props.get("subject", c), "days": float(props.get("days", 0.0)),
+                             "visit_index": 0, "labelled": bool(props.get("labelled", True)), "meta": {}}
+        if not subjects:
+            for c in cases:
+                subjects.setdefault(str(visits[c].get("subject", c)), []).append(c)
+            for s, cs in subjects.items():
+                cs.sort(key=lambda c: float(visits[c].get("days", 0.0)))
+        return cls(cases, visits, subjects, str(dataset_folder))
+
+    def labelled(self, case: str) -> bool:
+        return bool(self.visits.get(case, {}).get("labelled", True))
+
+    def subject_of(self, case: str) -> str:
+        return str(self.visits.get(case, {}).get("subject", case))
+
+    def restrict(self, case_ids: list[str]) -> "DatasetIndex":
+        """The same index limited to `case_ids` (e.g. one fold's training cases), subjects kept in time order."""
+        keep = [c for c in case_ids if c in set(self.cases)]
+        keep_set = set(keep)
+        subjects = {s: [c for c in cs if c in keep_set] for s, cs in self.subjects.items()}
+        return DatasetIndex(keep, {c: self.visits[c] for c in keep if c in self.visits},
+                            {s: cs for s, cs in subjects.items() if cs}, self.source)
+
+    def columns(self) -> set[str]:
+        """Names of the per-visit columns (from visitsTr.csv) present for at least one case."""
+        cols: set[str] = set()
+        for v in self.visits.values():
+            cols.update((v.get("meta") or {}).keys())
+        return cols

@@ -1,0 +1,134 @@
+"""Plugin discovery through installed entry points only (never by a dotted path taken from user data).
+
+A third party ships a trainer or planner as an ordinary pip package that declares, e.g.::
+
+    [project.entry-points."longnet.trainers"]
+    MyTrainer = "my_pkg.trainer:MyTrainer"
+
+Every command resolves names through this module, so one broken plugin never hides the others and two
+packages claiming the same name are reported instead of silently resolved by install order.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from longnet.errors import LongnetError
+
+TRAINERS = "longnet.trainers"
+PLANNERS = "longnet.planners"
+KNOWN_GROUPS = (TRAINERS, PLANNERS)
+
+_KIND = {TRAINERS: "trainer", PLANNERS: "planner"}
+
+
+@dataclass
+class PluginInfo:
+    """One registered plugin as `longnet_plugins` reports it (error is None when it imports cleanly)."""
+
+    name: str
+    group: str
+    package: str
+    version: str
+    description: str
+    error: str | None
+    target: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _entry_points(group: str) -> list:
+    """All entry points of a group. Separate function so tests can substitute fake entry points."""
+    return list(importlib.metadata.entry_points(group=group))
+
+
+def _package(ep) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown", "unknown"
+    name = getattr(dist, "name", None) or dist.metadata.get("Name", "unknown")
+    return str(name), str(getattr(dist, "version", "unknown"))
+
+
+def _kind(group: str) -> str:
+    return _KIND.get(group, f"plugin of group {group!r}")
+
+
+def _by_name(group: str) -> dict[str, list]:
+    """Entry points grouped by name; the same package listed twice (e.g. two sys.path entries) counts once."""
+    out: dict[str, list] = {}
+    for ep in _entry_points(group):
+        same = [e for e in out.get(ep.name, []) if _package(e)[0] == _package(ep)[0] and e.value == ep.value]
+        if not same:
+            out.setdefault(ep.name, []).append(ep)
+    return out
+
+
+def _duplicate_message(group: str, name: str, eps: list) -> str:
+    who = " and ".join(f"{_package(e)[0]} {_package(e)[1]} ({e.value})" for e in eps)
+    return (f"{_kind(group)} name {name!r} is registered by more than one package: {who}; "
+            f"uninstall one of them or ask its authors to rename the entry point")
+
+
+def load_plugin(group: str, name: str) -> Any:
+    """Import the object registered as `name` in `group`; unknown, duplicate or broken plugins raise LongnetError."""
+    eps = _by_name(group)
+    if name not in eps:
+        available = ", ".join(sorted(eps)) or "(none installed)"
+        raise LongnetError(f"unknown {_kind(group)} {name!r}; available: {available}")
+    candidates = eps[name]
+    if len({_package(e)[0] for e in candidates}) > 1 or len(candidates) > 1:
+        raise LongnetError(_duplicate_message(group, name, candidates))
+    ep = candidates[0]
+    try:
+        return ep.load()
+    except Exception as e:  # a plugin's import may fail in any way; report it, do not crash discovery
+        pkg, ver = _package(ep)
+        raise LongnetError(f"{_kind(group)} {name!r} (package {pkg} {ver}, {ep.value}) failed to import: "
+                           f"{type(e).__name__}: {e}") from None
+
+
+def get_trainer(name: str) -> type:
+    """The Trainer subclass registered under `name` in `longnet.trainers`."""
+    from longnet.training.trainer import Trainer
+
+    obj = load_plugin(TRAINERS, name)
+    if not (isinstance(obj, type) and issubclass(obj, Trainer)):
+        raise LongnetError(f"trainer {name!r} ({obj!r}) is not a subclass of longnet.training.Trainer")
+    return obj
+
+
+def get_planner(name: str) -> Any:
+    """The planner class registered under `name` in `longnet.planners`."""
+    obj = load_plugin(PLANNERS, name)
+    if not isinstance(obj, type):
+        raise LongnetError(f"planner {name!r} ({obj!r}) is not a class")
+    return obj
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    for line in doc.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def list_plugins(group: str | None = None) -> list[PluginInfo]:
+    """Every registered plugin of `group` (all known groups when None), importing each one in isolation."""
+    groups = [group] if group else list(KNOWN_GROUPS)
+    infos: list[PluginInfo] = []
+    for g in groups:
+        for name, eps in sorted(_by_name(g).items()):
+            dup = _duplicate_message(g, name, eps) if len(eps) > 1 else None
+            for ep in eps:
+                pkg, ver = _package(ep)
+                desc, err = "", dup
+                try:
+                    desc = _first_doc_line(ep.load())
+                except Exception as e:  # reported, never raised: other plugins must stay visible
+                    err = f"{type(e).__name__}: {e}" if err is None else f"{err}; {type(e).__name__}: {e}"
+                infos.append(PluginInfo(name, g, pkg, ver, desc, err, ep.value))
+    return infos

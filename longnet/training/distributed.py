@@ -1,0 +1,90 @@
+"""DDP plumbing: process-group setup (torchrun or spawn), batch splitting and small collectives.
+
+Works with NCCL on CUDA and gloo on CPU (used by the tests).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    """Rank/world of this process; world_size 1 means no process group."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_gather_object(self, obj: Any) -> list:
+        if not self.enabled:
+            return [obj]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def init_distributed(device_type: str) -> DistContext:
+    """Join the process group described by RANK/WORLD_SIZE/MASTER_* (set by torchrun or our spawn)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    return DistContext(rank, world, local_rank)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def split_batch(global_batch_size: int, world_size: int, rank: int) -> tuple[int, int]:
+    """(local batch size, offset of this rank's first sample in the global batch); remainder to the first ranks."""
+    if global_batch_size < world_size:
+        from longnet.errors import LongnetError
+
+        raise LongnetError(f"batch size {global_batch_size} cannot be split over {world_size} processes "
+                           f"(each needs at least one sample)")
+    base, rem = divmod(global_batch_size, world_size)
+    sizes = [base + (1 if r < rem else 0) for r in range(world_size)]
+    return sizes[rank], sum(sizes[:rank])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

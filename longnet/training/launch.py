@@ -1,0 +1,227 @@
+"""From command-line options to a running Trainer: folders, splits, results layout, DDP spawn.
+
+Results go to `$LONGNET_RESULTS/DatasetXXX_Name/TRAINER__PLANS__CONFIG/fold_N/` with plans.json, dataset.json
+and dataset_fingerprint.json copied one level up, exactly as nnU-Net lays them out.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from longnet.errors import LongnetError
+from longnet.paths import dataset_name_from_id, preprocessed_root, results_root
+from longnet.planning.plans import Plans
+from longnet.utils.files import load_json, save_json
+
+ALL_FOLD_VAL_CASES = 5  # fold 'all' trains on everything and validates on this many cases
+
+
+@dataclass
+class TrainRequest:
+    """Everything `longnet_train` needs; picklable so DDP spawn can hand it to each process."""
+
+    dataset: str
+    configuration: str
+    fold: int | str
+    trainer_name: str = "nnUNetTrainer"
+    plans_name: str = "nnUNetPlans"
+    device: str | None = None
+    resume: bool = False
+    num_gpus: int = 1
+    options: dict = field(default_factory=dict)
+
+
+def parse_fold(text: str | int) -> int | str:
+    if str(text) == "all":
+        return "all"
+    try:
+        fold = int(text)
+    except ValueError:
+        raise LongnetError(f"fold must be an integer or 'all', got {text!r}") from None
+    if fold < 0:
+        raise LongnetError(f"fold must be >= 0, got {fold}")
+    return fold
+
+
+def fold_folder_name(fold: int | str) -> str:
+    return f"fold_{fold}"
+
+
+def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
+    return results_root() / dataset_name / f"{trainer}__{plans}__{configuration}"
+
+
+def load_split(pre_dir: Path, fold: int | str, available: list[str], create: bool) -> tuple[list[str], list[str]]:
+    """(train, val) case ids of `fold` from splits_final.json (created subject-level if missing and allowed)."""
+    path = pre_dir / "splits_final.json"
+    if fold == "all":
+        cases = sorted(available)
+        step = max(1, len(cases) // ALL_FOLD_VAL_CASES)
+        return cases, cases[::step][:ALL_FOLD_VAL_CASES]
+    if not path.is_file():
+        subjects_file = pre_dir / "subjects.json"
+        subjects = load_json(subjects_file) if subjects_file.is_file() else {c: [c] for c in available}
+        if len(subjects) < 5:
+            raise LongnetError(f"no splits_final.json and only {len(subjects)} subject(s), too few for 5 folds: "
+                               f"train fold 'all' or provide splits_final.json", pre_dir)
+        if create:
+            from longnet.preprocessing.splits import subject_level_splits
+
+            save_json(subject_level_splits(subjects), path)
+        else:
+            import time
+
+            for _ in range(600):  # another rank is writing it
+                if path.is_file():
+                    break
+                time.sleep(0.1)
+    splits = load_json(path)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
+        raise LongnetError("splits_final.json must be a list of {\"train\": [...], \"val\": [...]}", path)
+    if fold >= len(splits):
+        raise LongnetError(f"fold {fold} requested but splits_final.json has only {len(splits)} split(s) "
+                           f"(folds 0-{len(splits) - 1} or 'all')", path)
+    train, val = list(splits[fold]["train"]), list(splits[fold]["val"])
+    missing = sorted(set(train + val) - set(available))
+    if missing:
+        raise LongnetError(f"{len(missing)} case(s) of fold {fold} are not preprocessed (e.g. "
+                           f"{', '.join(missing[:3])}); run longnet_preprocess for this configuration", path)
+    return train, val
+
+
+def _copy_model_files(pre_dir: Path, plans_file: Path, dest: Path) -> None:
+    save_json(load_json(plans_file), dest / "plans.json")
+    save_json(load_json(pre_dir / "dataset.json"), dest / "dataset.json")
+    if (pre_dir / "dataset_fingerprint.json").is_file():
+        save_json(load_json(pre_dir / "dataset_fingerprint.json"), dest / "dataset_fingerprint.json")
+
+
+def build_trainer(req: TrainRequest):
+    """Resolve dataset/plans/trainer and construct the trainer (no process group, no data attached yet)."""
+    from longnet.registry import get_trainer
+    from longnet.training import runtime
+
+    trainer_cls = get_trainer(req.trainer_name)
+    name = dataset_name_from_id(req.dataset, preprocessed_root())
+    pre_dir = preprocessed_root() / name
+    if not pre_dir.is_dir():
+        raise LongnetError("preprocessed dataset not found (run longnet_plan_and_preprocess)", pre_dir)
+    plans_file = pre_dir / f"{req.plans_name}.json"
+    if not plans_file.is_file():
+        raise LongnetError(f"plans {req.plans_name!r} not found (run longnet_plan_experiment, or pass -p)", plans_file)
+    plans = Plans.load(plans_file)
+    if plans.plans.get("dataset_name") not in (None, name):
+        raise LongnetError(f"plans file belongs to dataset {plans.plans['dataset_name']!r}, not {name!r}", plans_file)
+    plans.configuration(req.configuration)  # unknown configuration -> clear error
+    dataset_json = load_json(pre_dir / "dataset.json")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = runtime.resolve_device(req.device, local_rank)
+    trainer = trainer_cls(plans, req.configuration, req.fold, dataset_json, device=device, options=req.options)
+    trainer.trainer_name = req.trainer_name
+    return trainer, name, pre_dir, plans_file
+
+
+def run_training(req: TrainRequest) -> int:
+    """Train one fold in this process (joining the process group when launched with several processes)."""
+    from longnet.training.distributed import cleanup_distributed, init_distributed
+    from longnet.training.runtime import resolve_device
+    from longnet.training.trainer import TrainingInterrupted
+
+    device = resolve_device(req.device, int(os.environ.get("LOCAL_RANK", 0)))
+    dist = init_distributed(device.type)
+    try:
+        trainer, name, pre_dir, plans_file = build_trainer(req)
+        available = _available_cases(pre_dir, trainer.configuration_manager.data_identifier)
+        train, val = load_split(pre_dir, req.fold, available, create=dist.is_main)
+        out = model_folder(name, req.trainer_name, req.plans_name, req.configuration)
+        fold_dir = out / fold_folder_name(req.fold)
+        trainer.setup(pre_dir, fold_dir, train, val, dist)
+        trainer.check_requirements()  # before anything is written: a refused run leaves no output behind
+        if dist.is_main:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            _copy_model_files(pre_dir, plans_file, out)
+        dist.barrier()
+        try:
+            trainer.run_training(resume=req.resume)
+        except TrainingInterrupted:
+            return 143
+        return 0
+    finally:
+        cleanup_distributed()
+
+
+def _available_cases(pre_dir: Path, data_identifier: str) -> list[str]:
+    from longnet.preprocessing.storage import list_cases
+
+    folder = pre_dir / data_identifier
+    if not folder.is_dir():
+        raise LongnetError(f"no preprocessed data for this configuration ({data_identifier}); run longnet_preprocess",
+                           folder)
+    return list_cases(folder)
+
+
+def _spawn_worker(rank: int, world_size: int, port: int, req: TrainRequest) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    if req.device in (None, "cpu") and not _cuda_available():
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))  # share the cores, don't oversubscribe
+    try:
+        rc = run_training(req)
+    except LongnetError as e:
+        print(f"longnet: error: (rank {rank}) {e}", file=sys.stderr)
+        sys.exit(1)
+    if rc:
+        sys.exit(rc)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def spawn_training(req: TrainRequest) -> int:
+    """`--num-gpus N`: start N local processes (one per GPU, or CPU processes with gloo) and wait for them."""
+    import torch.multiprocessing as mp
+
+    from longnet.training.distributed import free_port
+
+    if req.device not in (None, "cpu") and not str(req.device).startswith("cuda"):
+        raise LongnetError("--num-gpus > 1 needs -device cuda or cpu")
+    import torch
+
+    if (req.device or "cuda").startswith("cuda") and torch.cuda.is_available():
+        if torch.cuda.device_count() < req.num_gpus:
+            raise LongnetError(f"--num-gpus {req.num_gpus} but only {torch.cuda.device_count()} GPU(s) visible")
+    # CPU processes are forked (no re-import of torch per process); CUDA needs spawn.
+    method = "spawn" if _cuda_available() and req.device != "cpu" else "fork"
+    import signal
+
+    ctx = mp.start_processes(_spawn_worker, args=(req.num_gpus, free_port(), req), nprocs=req.num_gpus,
+                             join=False, start_method=method)
+
+    def forward(signum, frame):  # a scheduler's SIGTERM reaches the parent: let every rank checkpoint
+        for p in ctx.processes:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: no forwarding
+        previous = None
+    try:
+        while not ctx.join():
+            pass
+    except mp.ProcessExitedException as e:
+        code = getattr(e, "exit_code", 1)
+        if code == 143:
+            return 143
+        raise LongnetError(f"a training process exited with code {code} (see the messages above)") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,55 @@
+"""What a trainer needs from a dataset, checked before any training starts so users get one clear message."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from longnet.data.dataset_index import DatasetIndex
+from longnet.errors import LongnetError
+
+LabelNeed = Literal["all", "some", "none", "any"]
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Dataset requirements of a trainer.
+
+    labels: 'all' every training case labelled; 'some' at least one labelled case (unlabelled ones are skipped);
+    'none'/'any' labels are not needed. min_visits_per_subject: at least `min_subjects` subjects of the training
+    split must have that many visits. required_columns: visitsTr.csv columns that every training case must have.
+    """
+
+    min_visits_per_subject: int = 1
+    min_subjects: int = 1
+    labels: LabelNeed = "any"
+    required_columns: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_requirements(req: Requirements, index: DatasetIndex, trainer_name: str) -> None:
+    """Raise a LongnetError naming every unmet requirement of `trainer_name` on the training cases in `index`."""
+    problems: list[str] = []
+    if not index.cases:
+        problems.append("the training split contains no cases")
+    if req.labels not in ("all", "some", "none", "any"):
+        raise ValueError(f"{trainer_name}.requirements.labels must be 'all', 'some', 'none' or 'any'")
+    unlabelled = [c for c in index.cases if not index.labelled(c)]
+    if req.labels == "all" and unlabelled:
+        problems.append(f"every training case must be labelled, but {len(unlabelled)} are not "
+                        f"(e.g. {', '.join(unlabelled[:3])})")
+    if req.labels == "some" and index.cases and len(unlabelled) == len(index.cases):
+        problems.append("at least one labelled training case is needed, but none of the "
+                        f"{len(index.cases)} cases has a label")
+    if req.min_visits_per_subject > 1:
+        ok = [s for s, cs in index.subjects.items() if len(cs) >= req.min_visits_per_subject]
+        if len(ok) < req.min_subjects:
+            problems.append(f"needs at least {req.min_subjects} subject(s) with >= {req.min_visits_per_subject} "
+                            f"visits, found {len(ok)} (of {len(index.subjects)} subjects; provide patientsTr.json "
+                            f"to group visits into subjects)")
+    for col in req.required_columns:
+        missing = [c for c in index.cases if col not in ((index.visits.get(c) or {}).get("meta") or {})]
+        if missing:
+            problems.append(f"column {col!r} (visitsTr.csv) is missing for {len(missing)} case(s) "
+                            f"(e.g. {', '.join(missing[:3])})")
+    if problems:
+        raise LongnetError(f"dataset does not meet the requirements of trainer {trainer_name}:\n  - "
+                           + "\n  - ".join(problems), index.source or None)

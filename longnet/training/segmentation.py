@@ -1,0 +1,180 @@
+"""`nnUNetTrainer`: nnU-Net's default supervised segmentation recipe as a longnet trainer plugin."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from longnet.data.augmentation import spatial_aug_config, training_transforms, validation_transforms
+from longnet.data.segmentation import SegmentationPatchSampler, foreground_flags
+from longnet.planning.network import build_network_from_architecture
+from longnet.training.checkpoint import unwrap
+from longnet.training.distributed import split_batch
+from longnet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights,
+                                     tp_fp_fn)
+from longnet.training.requirements import Requirements
+from longnet.training.schedulers import PolyLRScheduler
+from longnet.training.trainer import Trainer
+
+
+class nnUNetTrainer(Trainer):
+    """Supervised segmentation, nnU-Net's recipe: SGD poly, Dice+CE, deep supervision, 33% foreground oversampling."""
+
+    requirements = Requirements(labels="some")
+    initial_lr = 1e-2
+    weight_decay = 3e-5
+    momentum = 0.99
+    oversample_foreground_percent = 0.33
+    enable_deep_supervision = True
+    best_metric = "mean_fg_dice"
+    best_metric_mode = "max"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
+                            help="validation iterations per epoch (default 50)")
+        parser.add_argument("--disable-final-validation", dest="disable_final_validation", action="store_true",
+                            help="skip the full-image validation after training")
+        parser.add_argument("--no-validation-mirroring", dest="no_validation_mirroring", action="store_true",
+                            help="final validation without mirroring test-time augmentation (faster)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        conf = self.configuration_manager
+        self.aug = spatial_aug_config(conf.patch_size)
+        self.inference_allowed_mirroring_axes = self.aug.mirror_axes
+        lm = self.label_manager
+        self.regions = lm.foreground_regions if lm.has_regions else None
+        self.ignore_label = lm.ignore_label
+        self.skipped_unlabelled = 0
+
+    # ------------------------------------------------------------------ network, optimiser, loss
+    def build_network(self) -> nn.Module:
+        return build_network_from_architecture(self.configuration_manager.architecture, self.num_input_channels,
+                                               self.label_manager.num_segmentation_heads,
+                                               deep_supervision=self.enable_deep_supervision)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay,
+                              momentum=self.momentum, nesterov=True)
+        return opt, PolyLRScheduler(opt, self.num_epochs)
+
+    @property
+    def deep_supervision_scales(self) -> list[list[float]] | None:
+        """Target scale per decoder output (full resolution first); the coarsest stage has no output."""
+        if not self.enable_deep_supervision:
+            return None
+        strides = np.array(self.configuration_manager.pool_op_kernel_sizes, dtype=float)
+        return [list(1 / s) for s in np.cumprod(strides, axis=0)][:-1]
+
+    def build_loss(self) -> nn.Module:
+        batch_dice = self.configuration_manager.batch_dice
+        if self.regions:
+            loss = DiceBCELoss(batch_dice, use_ignore_label=self.ignore_label is not None)
+        else:
+            loss = DiceCELoss(batch_dice, ignore_label=self.ignore_label)
+        scales = self.deep_supervision_scales
+        weights = deep_supervision_weights(len(scales)) if scales else [1.0]
+        return DeepSupervisionLoss(loss, weights, keep_zero=self.dist.enabled)
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.loss = self.build_loss()
+
+    # ------------------------------------------------------------------ data
+    def _labelled_cases(self, cases: list[str]) -> list[str]:
+        idx = self.dataset_index
+        return [c for c in cases if idx is None or c not in idx.visits or idx.labelled(c)]
+
+    def _sampler(self, cases: list[str], train: bool) -> SegmentationPatchSampler:
+        conf = self.configuration_manager
+        local_bs, offset = split_batch(conf.batch_size, self.dist.world_size, self.dist.rank)
+        flags = foreground_flags(conf.batch_size, offset, local_bs, self.oversample_foreground_percent)
+        if train:
+            transforms = training_transforms(conf.patch_size, self.aug, self.deep_supervision_scales,
+                                             conf.use_mask_for_norm, self.regions, self.ignore_label)
+            patch = self.aug.initial_patch_size
+        else:
+            transforms = validation_transforms(self.deep_supervision_scales, self.regions, self.ignore_label)
+            patch = conf.patch_size
+        fg = None
+        if self.ignore_label is not None and not self.regions:
+            fg = [c for c in self.label_manager.foreground_labels]
+        return SegmentationPatchSampler(self.data_folder, cases, patch, conf.patch_size, flags, transforms, fg)
+
+    def train_loader(self):
+        cases = self._labelled_cases(self.train_cases)
+        self.skipped_unlabelled = len(self.train_cases) - len(cases)
+        if self.skipped_unlabelled:
+            self.print(f"skipping {self.skipped_unlabelled} unlabelled training case(s) (supervised segmentation)")
+        return self.make_batch_iterator(self._sampler(cases, train=True).make_batch, "train")
+
+    def val_loader(self):
+        cases = self._labelled_cases(self.val_cases)
+        if not cases:
+            self.print("no labelled validation cases: per-epoch validation disabled")
+            return None
+        return self.make_batch_iterator(self._sampler(cases, train=False).make_batch, "val")
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        output = self.network(batch["data"])
+        return {"loss": self.loss(output, batch["target"])}
+
+    def validation_step(self, batch: dict) -> dict:
+        output = self.network(batch["data"])
+        target = batch["target"]
+        loss = self.loss(output, target)
+        out = output[0] if isinstance(output, (list, tuple)) else output
+        tgt = target[0] if isinstance(target, (list, tuple)) else target
+        mask = None
+        if self.regions:
+            if self.ignore_label is not None:
+                mask, tgt = 1 - tgt[:, -1:], tgt[:, :-1]
+            pred = (torch.sigmoid(out.float()) > 0.5).float()
+            tgt_onehot = tgt.float()
+        else:
+            tgt = tgt.long()
+            if self.ignore_label is not None:
+                mask = (tgt != self.ignore_label).float()
+                tgt = torch.where(tgt == self.ignore_label, torch.zeros_like(tgt), tgt)
+            pred = torch.zeros_like(out, dtype=torch.float32).scatter_(1, out.argmax(1, keepdim=True), 1)
+            tgt_onehot = torch.zeros_like(pred).scatter_(1, tgt, 1)
+        tp, fp, fn = tp_fp_fn(pred, tgt_onehot, mask)
+        if not self.regions:
+            tp, fp, fn = tp[1:], fp[1:], fn[1:]
+        return {"loss": float(loss.detach().float()), "tp": tp.cpu().numpy(), "fp": fp.cpu().numpy(),
+                "fn": fn.cpu().numpy()}
+
+    def aggregate_validation(self, outputs: list[dict]) -> dict:
+        """Pseudo Dice per class from TP/FP/FN summed over all validation patches (nnU-Net)."""
+        tp = np.sum([o["tp"] for o in outputs], 0)
+        fp = np.sum([o["fp"] for o in outputs], 0)
+        fn = np.sum([o["fn"] for o in outputs], 0)
+        denom = 2 * tp + fp + fn
+        dice = [float(2 * t / d) if d > 0 else float("nan") for t, d in zip(tp, denom)]
+        finite = [d for d in dice if d == d]
+        return {"val_loss": float(np.mean([o["loss"] for o in outputs])), "dice_per_class": dice,
+                "mean_fg_dice": float(np.mean(finite)) if finite else float("nan")}
+
+    # ------------------------------------------------------------------ end of training
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        decoder = getattr(unwrap(self.network), "decoder", None)
+        if decoder is not None and hasattr(decoder, "deep_supervision"):
+            decoder.deep_supervision = enabled
+
+    def final_validation(self) -> None:
+        """Predict every validation case and write `validation/summary.json` (rank 0; others wait)."""
+        if self.options.get("disable_final_validation") or self.output_folder is None:
+            return
+        if self.dist.is_main:
+            from longnet.training.seg_validation import run_final_validation
+
+            self.set_deep_supervision_enabled(False)
+            try:
+                run_final_validation(self)
+            finally:
+                self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        self.dist.barrier()

@@ -1,0 +1,98 @@
+"""Checkpoint state of a Trainer: what is saved, how a run resumes, and the best-metric EMA.
+
+Kept apart from the loop so the saved keys are easy to audit: everything is plain data (weights_only-safe).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import longnet
+from longnet.errors import LongnetError
+from longnet.training.checkpoint import (get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+                                         strip_prefixes, to_plain, unwrap)
+
+
+class TrainerStateMixin:
+    """Saving/loading of checkpoints and the EMA-based best-checkpoint rule (mixed into Trainer)."""
+
+    def checkpoint_state(self, next_epoch: int, resume_iteration: int = 0, partial: list | None = None) -> dict:
+        """Everything needed to resume bit-identically; `next_epoch` is the first epoch not yet finished."""
+        axes = self.inference_allowed_mirroring_axes
+        return {
+            "network_weights": strip_prefixes(unwrap(self.network).state_dict()),
+            "optimizer_state": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "scheduler_state": to_plain(self.lr_scheduler.state_dict()) if self.lr_scheduler is not None else None,
+            "logging": self.logger.state(),
+            "current_epoch": int(next_epoch),
+            "init_args": self.init_args,
+            "trainer_name": self.trainer_name,
+            "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
+            "_best_ema": self._best_ema,
+            "_ema": self._ema,
+            "num_optimizer_steps": int(self.num_optimizer_steps),
+            "rng_state": get_rng_state(),
+            "_resume_iteration": int(resume_iteration),
+            "_partial_train_outputs": to_plain(partial or []),
+            "extra": to_plain(self.checkpoint_extra()),
+            "longnet_version": getattr(longnet, "__version__", "unknown"),
+        }
+
+    def save_checkpoint(self, filename: str, next_epoch: int, resume_iteration: int = 0,
+                        partial: list | None = None) -> None:
+        """Rank 0 writes `output_folder/filename` atomically; other ranks wait."""
+        if self.output_folder is not None and self.dist.is_main and not self.disable_checkpointing:
+            save_checkpoint(self.checkpoint_state(next_epoch, resume_iteration, partial), self.output_folder / filename)
+        self.dist.barrier()
+
+    def load_checkpoint(self, path: str | Path) -> dict:
+        """Restore network, optimiser, scaler, scheduler, logs, EMA and RNG from a longnet checkpoint."""
+        ckpt = load_checkpoint(path, map_location=self.device,
+                               required=("network_weights", "current_epoch", "optimizer_state"))
+        net = unwrap(self.network)
+        try:
+            net.load_state_dict(strip_prefixes(ckpt["network_weights"]))
+        except RuntimeError as e:
+            raise LongnetError(f"checkpoint does not match this trainer's network ({str(e).splitlines()[0]})",
+                               path) from None
+        if ckpt.get("optimizer_state") is not None and self.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if ckpt.get("grad_scaler_state") is not None and self.grad_scaler is not None:
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
+        if ckpt.get("scheduler_state") is not None and self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(ckpt["scheduler_state"])
+        self.current_epoch = int(ckpt["current_epoch"])
+        self.logger.load_state(ckpt.get("logging") or {}, self.current_epoch)
+        self._best_ema = ckpt.get("_best_ema")
+        self._ema = ckpt.get("_ema")
+        self.num_optimizer_steps = int(ckpt.get("num_optimizer_steps", 0))
+        self._resume_iteration = int(ckpt.get("_resume_iteration", 0))
+        self._partial_outputs = list(ckpt.get("_partial_train_outputs") or [])
+        if ckpt.get("rng_state"):
+            set_rng_state(ckpt["rng_state"])
+        self.load_checkpoint_extra(ckpt.get("extra") or {})
+        return ckpt
+
+    def find_resume_checkpoint(self) -> tuple[str, Path] | None:
+        """('latest'|'final'|'best', path) to continue from, in that order of preference, or None."""
+        if self.output_folder is None:
+            return None
+        for kind in ("latest", "final", "best"):
+            p = self.output_folder / f"checkpoint_{kind}.pth"
+            if p.is_file():
+                return kind, p
+        return None
+
+    def update_best(self, metrics: dict, epoch: int) -> None:
+        """EMA (0.9 old / 0.1 new) of the selection metric; save checkpoint_best when it improves."""
+        value = metrics.get(self.best_metric)
+        if value is None or value != value:  # missing or NaN: no update
+            return
+        self._ema = float(value) if self._ema is None else self.ema_decay * self._ema + (1 - self.ema_decay) * float(value)
+        self.logger.log(f"ema_{self.best_metric}", self._ema, epoch)
+        better = (self._best_ema is None or (self._ema > self._best_ema if self.best_metric_mode == "max"
+                                             else self._ema < self._best_ema))
+        if better:
+            self._best_ema = self._ema
+            self.print(f"new best EMA {self.best_metric}: {self._ema:.4f}")
+            self.save_checkpoint("checkpoint_best.pth", epoch + 1)
