@@ -1,0 +1,142 @@
+"""`longnet_predict`: label maps from a trained model (longnet's or an nnU-Net v2 model folder)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from longnet.cli.common import cli_main
+from longnet.errors import LongnetError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="longnet_predict",
+        description="Predict every case of an input folder ({case}_{CCCC}{ending}, nnU-Net layout) with a trained "
+                    "model: sliding window (Gaussian), mirroring TTA, folds averaged, exported in each input's "
+                    "geometry. Give either -d/-c (results under $LONGNET_RESULTS) or -m MODEL_FOLDER (also a "
+                    "model folder trained by nnU-Net v2).")
+    p.add_argument("-i", dest="input", required=True, help="input folder with {case}_{CCCC}{ending} images")
+    p.add_argument("-o", dest="output", required=True, help="output folder (created)")
+    p.add_argument("-d", dest="dataset", default=None, help="dataset id or DatasetXXX_Name (with -c)")
+    p.add_argument("-c", dest="configuration", default=None, help="configuration, e.g. 3d_fullres (with -d)")
+    p.add_argument("-tr", dest="trainer", default="nnUNetTrainer", help="trainer name (default nnUNetTrainer)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans name (default nnUNetPlans)")
+    p.add_argument("-m", dest="model_folder", default=None,
+                   help="model folder (plans.json, dataset.json, fold_N/) instead of -d/-c/-tr/-p")
+    p.add_argument("-f", dest="folds", nargs="+", default=None,
+                   help="folds to ensemble (default: every fold_N with the checkpoint); 'all' = fold_all")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
+                   help="checkpoint file name inside fold_N (default checkpoint_final.pth)")
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (8x faster in 3D)")
+    p.add_argument("-step_size", type=float, default=0.5, help="tile step as a fraction of the patch (default 0.5)")
+    p.add_argument("-device", "--device", dest="device", default=None, choices=["cpu", "cuda", "mps"],
+                   help="default: cuda when available, else cpu")
+    p.add_argument("--continue_prediction", "--c", dest="continue_prediction", action="store_true",
+                   help="skip cases whose output already exists (outputs are written atomically)")
+    p.add_argument("--save_probabilities", action="store_true",
+                   help="also write {case}.npz (probabilities) and {case}.json (properties)")
+    p.add_argument("-npp", dest="num_preprocessing", type=int, default=1, help="(accepted for nnU-Net "
+                   "compatibility; preprocessing runs in one background thread)")
+    p.add_argument("-nps", dest="num_export", type=int, default=2, help="background export workers (default 2)")
+    p.add_argument("-tile_batch_size", type=int, default=None,
+                   help="tiles per step (default: as many as fit ~1M voxels on CPU, ~4M on GPU, mirrored copies "
+                        "included)")
+    p.add_argument("-accumulation", choices=["fp16", "fp32"], default="fp16",
+                   help="precision of the tile sums; fp16 (default) reproduces nnU-Net exactly, fp32 is more precise")
+    p.add_argument("--patients", default=None,
+                   help="patientsTs.json for longitudinal trainers (ignored by segmentation models)")
+    p.add_argument("--visits", default=None, help="visitsTs.csv (days, scores) for longitudinal trainers")
+    p.add_argument("--verbose", action="store_true", help="print per-case progress")
+    return p
+
+
+def resolve_model_folder(args: argparse.Namespace) -> Path:
+    """-m as given, or $LONGNET_RESULTS/DatasetXXX_Name/TRAINER__PLANS__CONFIG from -d/-c/-tr/-p."""
+    if args.model_folder:
+        if args.dataset or args.configuration:
+            raise LongnetError("give either -m MODEL_FOLDER or -d ID -c CONFIG, not both")
+        folder = Path(args.model_folder)
+        if not folder.is_dir():
+            raise LongnetError("model folder not found", folder)
+        return folder
+    if not (args.dataset and args.configuration):
+        raise LongnetError("give -m MODEL_FOLDER, or -d DATASET together with -c CONFIGURATION")
+    from longnet.paths import dataset_name_from_id, results_root
+
+    name = dataset_name_from_id(args.dataset)
+    folder = results_root() / name / f"{args.trainer}__{args.plans}__{args.configuration}"
+    if not folder.is_dir():
+        raise LongnetError(f"no trained model for trainer {args.trainer}, plans {args.plans}, configuration "
+                           f"{args.configuration}", folder)
+    return folder
+
+
+def _trainer_class(args: argparse.Namespace, folder: Path | None):
+    """The registered trainer class behind this prediction, or None for an nnU-Net-trained model folder
+    (its trainer names are not registered here: those are segmentation models)."""
+    name = args.trainer if not args.model_folder else Path(args.model_folder).name.split("__")[0]
+    try:
+        from longnet.registry import get_trainer
+
+        return get_trainer(name)
+    except LongnetError:
+        return None
+
+
+def _parse(argv) -> tuple[argparse.Namespace, type | None]:
+    """Two passes: a trainer with its own prediction task (forecast, classification, embedding) adds its flags."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    cls = _trainer_class(known, None)
+    if cls is not None and getattr(cls, "prediction_task", "segmentation") != "segmentation":
+        cls.add_prediction_arguments(parser)
+    return parser.parse_args(argv), cls
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from longnet.inference.predictor import Predictor, list_input_cases
+
+    args, trainer_cls = _parse(argv)
+    folder = resolve_model_folder(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not 0 < args.step_size <= 1:
+        raise LongnetError(f"-step_size must be in (0, 1], got {args.step_size}")
+    folds = args.folds
+    if folds is not None:
+        for f in folds:
+            if f != "all" and not f.isdigit():
+                raise LongnetError(f"invalid fold {f!r} (expected an integer or 'all')")
+    if trainer_cls is not None and getattr(trainer_cls, "prediction_task", "segmentation") != "segmentation":
+        out = Path(args.output).resolve()
+        if out == Path(args.input).resolve():
+            raise LongnetError("output folder must differ from the input folder", out)
+        if folds is None:
+            folds = sorted(p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / args.checkpoint).is_file())
+            if not folds:
+                raise LongnetError(f"no fold_*/{args.checkpoint} found", folder)
+        trainer_cls.run_prediction(folder, folds, Path(args.input), out, args, torch.device(device))
+        return 0
+    predictor = Predictor.from_model_folder(
+        folder, folds, args.checkpoint, device, use_mirroring=not args.disable_tta, step_size=args.step_size,
+        tile_batch_size=args.tile_batch_size, verbose=args.verbose,
+        accumulate_dtype=torch.float16 if args.accumulation == "fp16" else torch.float32)
+    dj = predictor.dataset_json
+    num_channels = len(dj.get("channel_names") or dj.get("modality") or {})
+    cases = list_input_cases(args.input, dj.get("file_ending", ".nii.gz"), num_channels)
+    out = Path(args.output).resolve()
+    if out == Path(args.input).resolve():
+        raise LongnetError("output folder must differ from the input folder", out)
+    written = predictor.predict_files(cases, out, save_probabilities=args.save_probabilities,
+                                      continue_prediction=args.continue_prediction,
+                                      num_export_workers=max(1, args.num_export))
+    print(f"predicted {len(written)} case(s) into {out}" +
+          (f" ({len(cases) - len(written)} already present)" if len(written) < len(cases) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,2 @@
+"""Inference: sliding window with Gaussian weighting and mirroring TTA (`sliding_window`), export back to the
+input's geometry (`export`), and `predictor.Predictor` tying them to a model folder or a live trainer."""

@@ -1,0 +1,124 @@
+"""Turn logits on the preprocessed grid back into a label map (and probabilities) in the input's geometry.
+
+The inverse of preprocessing, in reverse order: resample to the cropped original shape, nonlinearity,
+argmax or region painting, paste into the uncropped volume, transpose back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from longnet.dataset.io import write_seg
+from longnet.dataset.labels import LabelManager
+from longnet.planning.plans import ConfigurationPlan, Plans
+from longnet.utils.files import atomic_path, save_json
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().float().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def apply_nonlinearity(logits: np.ndarray, label_manager: LabelManager) -> np.ndarray:
+    """Softmax over the class axis, or an independent sigmoid per region."""
+    logits = logits.astype(np.float32, copy=False)
+    if label_manager.has_regions:
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def probabilities_to_segmentation(probs: np.ndarray, label_manager: LabelManager) -> np.ndarray:
+    """Argmax, or regions painted in `regions_class_order` where their probability exceeds 0.5."""
+    if label_manager.has_regions:
+        seg = np.zeros(probs.shape[1:], dtype=np.uint16)
+        for i, c in enumerate(label_manager.regions_class_order):
+            seg[probs[i] > 0.5] = c
+        return seg
+    return probs.argmax(0).astype(np.uint16)
+
+
+def logits_to_segmentation(logits: np.ndarray, label_manager: LabelManager) -> np.ndarray:
+    """Same result as softmax + argmax without computing the softmax (it is monotonic)."""
+    if label_manager.has_regions:
+        return probabilities_to_segmentation(logits > 0, label_manager)  # sigmoid(x) > 0.5  <=>  x > 0
+    return logits.argmax(0).astype(np.uint16)
+
+
+def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configuration: ConfigurationPlan) -> np.ndarray:
+    """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default)."""
+    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+
+    logits = _as_numpy(logits)
+    target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
+    original_spacing = [float(props["spacing"][i]) for i in plans.transpose_forward]
+    current_spacing = list(configuration.spacing)
+    if len(current_spacing) < len(target_shape):  # 2d configuration: z keeps its original spacing
+        current_spacing = [original_spacing[0], *current_spacing]
+    if list(logits.shape[1:]) == target_shape:
+        return logits
+    kwargs = dict(configuration.get("resampling_fn_probabilities_kwargs") or
+                  {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None})
+    kwargs["is_seg"] = False
+    out = resample_data_or_seg_to_shape(logits, target_shape, current_spacing, original_spacing, **kwargs)
+    return np.asarray(out, dtype=np.float32)
+
+
+def revert_cropping_and_transpose(arr: np.ndarray, props: dict, plans: Plans, fill: float = 0) -> np.ndarray:
+    """Paste a (C×)cropped array into the uncropped volume at the bbox and restore the input's axis order."""
+    has_channels = arr.ndim == len(props["shape_before_cropping"]) + 1
+    shape = [int(s) for s in props["shape_before_cropping"]]
+    full = np.full(([arr.shape[0]] if has_channels else []) + shape, fill, dtype=arr.dtype)
+    bbox = props["bbox_used_for_cropping"]
+    slicer = tuple(slice(int(lo), int(hi)) for lo, hi in bbox)
+    full[((slice(None),) if has_channels else ()) + slicer] = arr
+    back = plans.transpose_backward
+    return full.transpose(([0] + [b + 1 for b in back]) if has_channels else back)
+
+
+def convert_logits(logits, props: dict, plans: Plans, configuration: ConfigurationPlan, label_manager: LabelManager,
+                   return_probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label map (input geometry, numpy z,y,x order) and optionally the probabilities on the same grid."""
+    logits = resample_logits_to_cropped_shape(logits, props, plans, configuration)
+    probs = None
+    if return_probabilities:
+        probs = apply_nonlinearity(logits, label_manager)
+        seg = probabilities_to_segmentation(probs, label_manager)
+    else:
+        seg = logits_to_segmentation(logits, label_manager)
+    dtype = np.uint8 if max(label_manager.all_labels) < 255 else np.uint16
+    seg = revert_cropping_and_transpose(seg.astype(dtype), props, plans)
+    if probs is not None:
+        full = revert_cropping_and_transpose(probs, props, plans)
+        if not label_manager.has_regions:  # outside the crop is background with certainty
+            outside = revert_cropping_and_transpose(np.zeros(probs.shape[1:], dtype=bool), props, plans, fill=True)
+            full[0][outside] = 1.0
+        probs = full
+    return seg, probs
+
+
+def export_prediction(logits, props: dict, plans: Plans, configuration: ConfigurationPlan,
+                      label_manager: LabelManager, output_file: str | Path,
+                      save_probabilities: bool = False) -> Path:
+    """Write `output_file` (a label map with the input's spacing/origin/direction), plus `<case>.npz`
+    (`probabilities`) and `<case>.json` (properties) next to it if asked. Every file is written atomically."""
+    output_file = Path(output_file)
+    seg, probs = convert_logits(logits, props, plans, configuration, label_manager, save_probabilities)
+    if probs is not None:
+        name = output_file.name
+        for ending in (".nii.gz", ".nii", ".mha", ".nrrd"):
+            if name.endswith(ending):
+                name = name[: -len(ending)]
+                break
+        npz = output_file.with_name(name + ".npz")
+        with atomic_path(npz, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, probabilities=probs)
+        save_json({k: v for k, v in props.items() if k != "class_locations"}, output_file.with_name(name + ".json"))
+    if len(props["sitk_stuff"]["spacing"]) == 2:  # 2D input: drop the singleton z axis added when reading
+        seg = seg[0]
+    write_seg(seg, output_file, props)
+    return output_file

@@ -1,0 +1,310 @@
+"""`Predictor`: a trained model (longnet's or nnU-Net v2's model folder) applied to raw images.
+
+Preprocessing of the next case and export of finished ones run in background threads, so the network
+(the expensive part) never waits for file IO or resampling.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from longnet.dataset.labels import LabelManager
+from longnet.dataset.raw import validate_case_id
+from longnet.errors import LongnetError
+from longnet.inference.export import export_prediction
+from longnet.inference.sliding_window import predict_sliding_window
+from longnet.planning.network import build_network_from_architecture
+from longnet.planning.plans import Plans
+from longnet.utils.files import load_json, remove_stale_temp_files
+
+_WEIGHT_KEYS = ("network_weights", "network_state_dict", "state_dict", "network", "model")
+_PREFIXES = ("_orig_mod.", "module.")
+
+
+def strip_prefixes(state_dict: dict) -> dict:
+    """Remove torch.compile (`_orig_mod.`) and DDP (`module.`) prefixes, however they are nested."""
+    out = {}
+    for k, v in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k.replace("._orig_mod.", ".")] = v
+    return out
+
+
+def network_weights_from_checkpoint(ckpt: Any, source: str | Path) -> dict:
+    """The network's state dict inside a checkpoint (nnU-Net's `network_weights` or longnet's key)."""
+    if isinstance(ckpt, dict):
+        for key in _WEIGHT_KEYS:
+            if isinstance(ckpt.get(key), dict):
+                return strip_prefixes(ckpt[key])
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return strip_prefixes(ckpt)
+    raise LongnetError(f"checkpoint holds no network weights (looked for {', '.join(_WEIGHT_KEYS)})", source)
+
+
+def load_weights_into(network: nn.Module, weights: dict, source: str | Path) -> None:
+    """Strict load with a readable error instead of torch's wall of key names."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {name} (e.g. {', '.join(keys[:3])})")
+        raise LongnetError("checkpoint does not match the network built from plans.json: " + "; ".join(parts), source)
+    network.load_state_dict(weights, strict=True)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LongnetError("-device cuda requested but no CUDA device is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LongnetError("-device mps requested but MPS is not available")
+    return device
+
+
+def list_input_cases(folder: str | Path, file_ending: str, num_channels: int) -> list[tuple[str, list[Path]]]:
+    """Cases of an nnU-Net style input folder (`{case}_{CCCC}{ending}`), every channel present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LongnetError("input folder not found", folder)
+    pat = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
+    found: dict[str, dict[int, Path]] = {}
+    for p in sorted(folder.iterdir()):
+        m = pat.match(p.name)
+        if m and not p.name.startswith("."):
+            found.setdefault(validate_case_id(m.group(1), p), {})[int(m.group(2))] = p
+    if not found:
+        raise LongnetError(f"no images named CASE_0000{file_ending} in the input folder", folder)
+    cases = []
+    for cid, chans in sorted(found.items()):
+        missing = [c for c in range(num_channels) if c not in chans]
+        if missing:
+            raise LongnetError(f"case {cid!r} lacks channel(s) {missing} (expected {num_channels} channel files)",
+                               folder)
+        cases.append((cid, [chans[c] for c in range(num_channels)]))
+    return cases
+
+
+def _image_dimension(path: str | Path) -> int:
+    """2 for 2D inputs (PNG-like or 2D NIfTI; they get a singleton z axis), else 3."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return 3  # unreadable: read_image_files reports it with the file name
+    return 2 if reader.GetDimension() == 2 else 3
+
+
+class Predictor:
+    """Sliding-window inference with mirroring TTA and fold ensembling (logits averaged), nnU-Net-faithful."""
+
+    def __init__(self, network: nn.Module, plans: Plans, configuration: str, dataset_json: dict,
+                 parameters: Sequence[dict] | None = None, mirror_axes: Sequence[int] | None = None,
+                 device: str | torch.device = "cpu", step_size: float = 0.5, use_mirroring: bool = True,
+                 use_gaussian: bool = True, tile_batch_size: int | None = None,
+                 accumulate_dtype: torch.dtype = torch.float16, trainer_name: str | None = None,
+                 model_folder: str | Path | None = None, verbose: bool = False):
+        self.device = _device(device)
+        self.network = network.to(self.device)  # eval() only while predicting: a trainer keeps its mode
+        self.plans = plans
+        self.configuration_name = configuration
+        self.configuration = plans.configuration(configuration)
+        self.dataset_json = dataset_json
+        self.label_manager = LabelManager.from_dataset_json(dataset_json)
+        self.parameters = list(parameters) if parameters else []
+        if len(self.parameters) == 1:
+            self.network.load_state_dict(self.parameters[0])
+        self.mirror_axes = tuple(mirror_axes) if (use_mirroring and mirror_axes) else None
+        self.step_size = step_size
+        self.use_gaussian = use_gaussian
+        self.tile_batch_size = tile_batch_size  # None: from a voxel budget (sliding_window)
+        self.accumulate_dtype = accumulate_dtype
+        self.trainer_name = trainer_name
+        self.model_folder = Path(model_folder) if model_folder else None
+        self.verbose = verbose
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_model_folder(cls, folder: str | Path, folds: Iterable[int | str] | None = None,
+                          checkpoint_name: str = "checkpoint_final.pth", device: str | torch.device = "cpu",
+                          **kwargs) -> "Predictor":
+        """Load `folder/{plans,dataset}.json` and `fold_N/<checkpoint_name>` (longnet or nnU-Net v2)."""
+        from longnet.training.checkpoint import load_checkpoint
+
+        folder = Path(folder)
+        for name in ("plans.json", "dataset.json"):
+            if not (folder / name).is_file():
+                raise LongnetError(f"not a model folder: {name} is missing", folder)
+        plans = Plans.load(folder / "plans.json")
+        dataset_json = load_json(folder / "dataset.json")
+        if folds is None:
+            fold_dirs = sorted(p for p in folder.glob("fold_*") if (p / checkpoint_name).is_file())
+            if not fold_dirs:
+                raise LongnetError(f"no fold_*/{checkpoint_name} in the model folder", folder)
+        else:
+            fold_dirs = [folder / f"fold_{f}" for f in folds]
+        checkpoints = []
+        for d in fold_dirs:
+            path = d / checkpoint_name
+            if not path.is_file():
+                raise LongnetError("checkpoint not found", path)
+            checkpoints.append((path, load_checkpoint(path)))
+        first_path, first = checkpoints[0]
+        init_args = first.get("init_args") if isinstance(first.get("init_args"), dict) else {}
+        configuration = init_args.get("configuration") or first.get("configuration") or folder.name.split("__")[-1]
+        if configuration not in plans.available_configurations:
+            raise LongnetError(f"cannot tell the configuration of this model folder ({configuration!r} is not in "
+                               "plans.json; expected a folder named TRAINER__PLANS__CONFIG)", folder)
+        conf = plans.configuration(configuration)
+        if conf.previous_stage:
+            raise LongnetError(f"cascade configuration {configuration!r} (needs predictions of "
+                               f"{conf.previous_stage!r}) is not supported by longnet_predict yet", folder)
+        lm = LabelManager.from_dataset_json(dataset_json, str(folder / "dataset.json"))
+        channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
+        network = build_network_from_architecture(conf.architecture, len(channels), lm.num_segmentation_heads,
+                                                  deep_supervision=False)
+        params = []
+        for path, ck in checkpoints:
+            weights = network_weights_from_checkpoint(ck, path)
+            load_weights_into(network, weights, path)  # validates every fold's weights up front
+            params.append(weights)
+        mirror_axes = first.get("inference_allowed_mirroring_axes", tuple(range(len(conf.patch_size))))
+        trainer_name = first.get("trainer_name") or folder.name.split("__")[0]
+        return cls(network, plans, configuration, dataset_json, params, mirror_axes, device,
+                   trainer_name=trainer_name, model_folder=folder, **kwargs)
+
+    @classmethod
+    def from_trainer(cls, trainer: Any, **kwargs) -> "Predictor":
+        """Wrap a trainer's live network (validation at the end of training): uses `trainer.network`,
+        `.plans`, `.configuration_name`, `.dataset_json`, `.inference_allowed_mirroring_axes`, `.device`."""
+        network = getattr(trainer, "network", None)
+        if network is None:
+            raise TypeError("trainer has no `network`")
+        from longnet.training.checkpoint import unwrap
+
+        network = unwrap(network)  # DDP / torch.compile wrappers: eager avoids recompiling for new batch shapes
+        plans = trainer.plans if isinstance(trainer.plans, Plans) else Plans(trainer.plans)
+        configuration = getattr(trainer, "configuration_name", None) or getattr(trainer, "configuration")
+        if not isinstance(configuration, str):
+            configuration = configuration.name
+        kwargs.setdefault("device", getattr(trainer, "device", "cpu"))
+        kwargs.setdefault("mirror_axes", getattr(trainer, "inference_allowed_mirroring_axes",
+                                                 tuple(range(len(plans.configuration(configuration).patch_size)))))
+        kwargs.setdefault("trainer_name", type(trainer).__name__)
+        return cls(network, plans, configuration, trainer.dataset_json, **kwargs)
+
+    # -- prediction -----------------------------------------------------------------------------------
+    def _sliding_window(self, data: torch.Tensor, results_device: torch.device) -> torch.Tensor:
+        return predict_sliding_window(self.network, data, self.configuration.patch_size,
+                                      self.label_manager.num_segmentation_heads, self.step_size, self.mirror_axes,
+                                      self.use_gaussian, self.device, self.tile_batch_size, self.accumulate_dtype,
+                                      results_device)
+
+    @torch.inference_mode()
+    def predict_preprocessed(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Logits (float32, CPU) of one preprocessed C×Z×Y×X case, averaged over folds (nnU-Net averages
+        logits, not probabilities)."""
+        x = torch.as_tensor(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).float()
+        sets = self.parameters if len(self.parameters) > 1 else [None]
+        total = None
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            for params in sets:
+                if params is not None:
+                    self.network.load_state_dict(params)
+                try:
+                    out = self._sliding_window(x, self.device)
+                except torch.cuda.OutOfMemoryError:  # large case: keep the sums in host memory instead
+                    torch.cuda.empty_cache()
+                    out = self._sliding_window(x, torch.device("cpu"))
+                out = out.float().cpu()
+                total = out if total is None else total.add_(out)
+        finally:
+            self.network.train(was_training)
+        if len(sets) > 1:
+            total /= len(sets)
+        return total
+
+    def preprocess(self, files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
+        """Read and preprocess one case exactly as training data was preprocessed."""
+        from longnet.dataset.io import read_image_files
+        from longnet.preprocessing.preprocessor import preprocess_case
+
+        data, props = read_image_files(files, expected_dim=_image_dimension(files[0]))
+        data, _, props = preprocess_case(data, None, props, self.plans, self.configuration_name, self.dataset_json)
+        return data, props
+
+    def predict_files(self, cases: Sequence[tuple[str, Sequence[str | Path]]], out_dir: str | Path,
+                      save_probabilities: bool = False, continue_prediction: bool = False,
+                      num_export_workers: int = 2, file_ending: str | None = None) -> list[Path]:
+        """Predict `[(case_id, [channel files])]` into `out_dir/{case}{ending}`; returns the files written.
+
+        With `continue_prediction`, cases whose output exists are skipped (outputs are written atomically, so
+        an existing file is complete)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out_dir)
+        ending = file_ending or self.dataset_json.get("file_ending", ".nii.gz")
+        todo = []
+        for cid, files in cases:
+            validate_case_id(cid)
+            dest = out_dir / f"{cid}{ending}"
+            done = dest.is_file() and (not save_probabilities or (out_dir / f"{cid}.npz").is_file())
+            if continue_prediction and done:
+                continue
+            todo.append((cid, list(files), dest))
+        self._write_model_info(out_dir)
+        if len(todo) < len(cases):
+            self._log(f"skipping {len(cases) - len(todo)} case(s) already predicted")
+        written: list[Path] = []
+        pending: deque[Future] = deque()
+        max_pending = max(1, num_export_workers) * 2
+        with ThreadPoolExecutor(1, thread_name_prefix="longnet-pre") as pre_pool, \
+                ThreadPoolExecutor(max(1, num_export_workers), thread_name_prefix="longnet-export") as exp_pool:
+            ahead = deque(pre_pool.submit(self.preprocess, files) for _, files, _ in todo[:2])
+            for i, (cid, _, dest) in enumerate(todo):
+                t0 = time.perf_counter()
+                data, props = ahead.popleft().result()
+                if i + 2 < len(todo):
+                    ahead.append(pre_pool.submit(self.preprocess, todo[i + 2][1]))
+                logits = self.predict_preprocessed(data)
+                while len(pending) >= max_pending:
+                    written.append(pending.popleft().result())
+                pending.append(exp_pool.submit(export_prediction, logits, props, self.plans, self.configuration,
+                                               self.label_manager, dest, save_probabilities))
+                self._log(f"{cid}: predicted in {time.perf_counter() - t0:.1f} s ({i + 1}/{len(todo)})")
+            while pending:
+                written.append(pending.popleft().result())
+        return written
+
+    def _write_model_info(self, out_dir: Path) -> None:
+        # nnU-Net leaves dataset.json and plans.json next to its predictions; longnet_evaluate can use them.
+        from longnet.utils.files import save_json
+
+        save_json(self.dataset_json, out_dir / "dataset.json")
+        save_json(self.plans.plans, out_dir / "plans.json")
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, file=sys.stderr, flush=True)
