@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", dest="dataset", default=None, help="dataset id: labels from its dataset.json")
     p.add_argument("-djfile", default=None, help="dataset.json to take labels and file ending from")
     p.add_argument("-pfile", default=None, help="(accepted for nnU-Net compatibility; not needed)")
-    p.add_argument("--patients", default=None, help="{subject: [cases in time order]} json (segmentation: ASPC, STCS on pairs sharing a grid; embedding: MCCD)")
+    p.add_argument("--patients", default=None, help="{subject: [cases in time order]} json (segmentation: ASPC, "
+                   "and STCS for visit pairs on one grid; embedding: MCCD)")
     p.add_argument("-o", dest="output", default=None, help="summary file (default PRED_DIR/summary.json)")
     p.add_argument("--task", default="segmentation", choices=["segmentation", "forecast", "classification",
                                                               "embedding"])

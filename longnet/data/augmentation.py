@@ -94,21 +94,36 @@ def _label_transforms(regions, ignore_label, ds_scales) -> list[BasicTransform]:
     return out
 
 
+def spatial_transforms(patch_size: list[int], aug: SpatialAugConfig, p_rotation: float = 0.2,
+                       p_scaling: float = 0.2, scaling: tuple[float, float] = (0.7, 1.4)) -> list[BasicTransform]:
+    """nnU-Net's rotation/scaling step that cuts the final patch from the centre of the enlarged one.
+
+    Shared by `training_transforms` and `longnet.data.longitudinal.paired_spatial_augment` so segmentation
+    and longitudinal trainers use one spatial recipe (the latter on visits stacked along the channel axis).
+    """
+    t: list[BasicTransform] = []
+    spatial_patch = list(patch_size[1:]) if aug.dummy_2d else list(patch_size)
+    if aug.dummy_2d:
+        t.append(Convert3DTo2DTransform())
+    t.append(SpatialTransform(spatial_patch, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
+                              p_rotation=p_rotation, rotation=aug.rotation, p_scaling=p_scaling, scaling=scaling,
+                              p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False, mode_seg="bilinear"))
+    if aug.dummy_2d:
+        t.append(Convert2DTo3DTransform())
+    return t
+
+
+def mirror_transforms(aug: SpatialAugConfig) -> list[BasicTransform]:
+    """Random flips along the configured axes (empty when mirroring is off)."""
+    return [MirrorTransform(allowed_axes=aug.mirror_axes)] if aug.mirror_axes else []
+
+
 def training_transforms(patch_size: list[int], aug: SpatialAugConfig, ds_scales: list | None,
                         use_mask_for_norm: list[bool] | None = None, regions: list | None = None,
                         ignore_label: int | None = None) -> BasicTransform:
     """nnU-Net's training augmentation (probabilities from nnU-Net 2.x, no elastic deformation)."""
-    t: list[BasicTransform] = []
-    if aug.dummy_2d:
-        t.append(Convert3DTo2DTransform())
-        spatial_patch, ignore_axes = list(patch_size[1:]), (0,)
-    else:
-        spatial_patch, ignore_axes = list(patch_size), None
-    t.append(SpatialTransform(spatial_patch, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
-                              p_rotation=0.2, rotation=aug.rotation, p_scaling=0.2, scaling=(0.7, 1.4),
-                              p_synchronize_scaling_across_axes=1, bg_style_seg_sampling=False, mode_seg="bilinear"))
-    if aug.dummy_2d:
-        t.append(Convert2DTo3DTransform())
+    t: list[BasicTransform] = spatial_transforms(patch_size, aug)
+    ignore_axes = (0,) if aug.dummy_2d else None
     t += [
         RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
                         apply_probability=0.1),
@@ -129,8 +144,7 @@ def training_transforms(patch_size: list[int], aug: SpatialAugConfig, ds_scales:
         RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=0, synchronize_channels=False,
                                        p_per_channel=1, p_retain_stats=1), apply_probability=0.3),
     ]
-    if aug.mirror_axes:
-        t.append(MirrorTransform(allowed_axes=aug.mirror_axes))
+    t += mirror_transforms(aug)
     if use_mask_for_norm and any(use_mask_for_norm):
         t.append(MaskImageTransform(apply_to_channels=[i for i, m in enumerate(use_mask_for_norm) if m],
                                     channel_idx_in_seg=0, set_outside_to=0))
