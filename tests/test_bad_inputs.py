@@ -118,7 +118,8 @@ CORPUS = {
     "all_zero_image": (lambda f: _image(f, np.zeros(ZYX, np.float32)), {}, "case_001_0000.nii.gz", "empty"),
     "constant_image": (lambda f: _image(f, np.full(ZYX, 7, np.int16)), {}, "case_001_0000.nii.gz", "constant", "7"),
     "2d_in_3d_dataset": (lambda f: _image(f, _noise((12, 8))), {}, "case_001_0000.nii.gz", "2d", "3d"),
-    "4d_file": (lambda f: _image(f, _noise((2,) + ZYX)), {}, "case_001_0000.nii.gz", "4d"),
+    # a (2, z, y, x) array becomes a 3D image with 8 components per voxel (SimpleITK's vector convention)
+    "4d_file": (lambda f: _image(f, _noise((2,) + ZYX)), {}, "case_001_0000.nii.gz", "vector image", "8 components"),
     "truncated_nii_gz": (_truncate, {}, "case_001_0000.nii.gz", "unreadable"),
     "random_bytes": (lambda f: (f / "imagesTr" / "case_001_0000.nii.gz").write_bytes(np.random.default_rng(0).bytes(3000)),
                      {}, "case_001_0000.nii.gz", "unreadable"),

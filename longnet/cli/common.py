@@ -40,3 +40,10 @@ def cli_main(fn: Callable[[Argv], int | None]) -> Callable[[Argv], int]:
         return run_cli(fn, argv)
 
     return main
+
+
+def check_name(value: str, flag: str) -> str:
+    """A flag value that becomes part of a folder or file name (-tr, -p, -c) must not lead outside its folder."""
+    if not value or "/" in value or "\\" in value or ".." in value or value.startswith("."):
+        raise LongnetError(f"{flag} {value!r} is not a valid name (no path separators, no '..', no leading '.')")
+    return value

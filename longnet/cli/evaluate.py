@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare predictions with references and write summary.json. segmentation (default): Dice, "
                     "IoU, HD95 per label in nnU-Net's schema, plus ASPC between consecutive visits with "
                     "--patients. forecast: NRMSE/PSNR/SSIM of predicted vs true images. classification: "
-                    "accuracy, macro-F1, AUROC, PR-AUC, balanced accuracy from CSVs. embedding: mean consecutive "
-                    "cosine distance of embeddings.npz.")
+                    "accuracy, macro-F1, AUROC, PR-AUC, balanced accuracy from CSVs (--delta: improve/stable/worsen "
+                    "of visit pairs from a score change). embedding: mean consecutive cosine distance of "
+                    "embeddings.npz vs the mean distance between subjects (+ Spearman with |score change|).")
     p.add_argument("gt", help="reference folder (classification: targets CSV, or a folder with visitsTr.csv)")
     p.add_argument("pred", help="prediction folder (classification: CSV; embedding: embeddings.npz or its folder)")
     p.add_argument("-d", dest="dataset", default=None, help="dataset id: labels from its dataset.json")
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chill", action="store_true", help="evaluate only references that have a prediction")
     p.add_argument("--no_hd95", action="store_true", help="skip HD95 (the slowest metric)")
     p.add_argument("--target", default=None, help="classification: target column (default target/label/converter)")
-    p.add_argument("--threshold", type=float, default=0.5, help="classification: decision threshold (binary)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="classification: decision threshold (binary; default: the prediction CSV's "
+                        "predicted_class column when present, else 0.5)")
     p.add_argument("--baseline", default=None,
                    help="forecast: folder of baseline images to report side by side (default: PRED_DIR/lci "
                         "when present, as written by longnet_predict --with-lci)")
@@ -46,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--change-threshold", dest="change_threshold", type=float, default=0.1,
                    help="forecast: intensity change (fraction of the reference's range) that counts as changed "
                         "(default 0.1)")
+    p.add_argument("--delta", type=float, default=None,
+                   help="classification: score change beyond which a visit pair counts as improved/worsened; "
+                        "targets (improve/stable/worsen) come from the reference visits CSV's --score column and "
+                        "the predictions' case_from/case pairs (LEARNER change_predictions.csv)")
+    p.add_argument("--score", default=None, help="classification with --delta, embedding: score column of the "
+                   "reference visits CSV (default 'score'); embedding: adds the Spearman correlation of "
+                   "consecutive-visit distance with |score change|")
+    p.add_argument("--lower-is-healthier", dest="lower_is_healthier", action="store_true",
+                   help="classification with --delta: a falling score is an improvement")
     return p
 
 
@@ -240,6 +252,8 @@ def evaluate_classification(args: argparse.Namespace) -> dict:
     """Predictions: `case,probability` (binary) or `case,prob_0,prob_1,...`; targets: `case,<target column>`."""
     from longnet.evaluation.classification import classification_metrics
 
+    if args.delta is not None:
+        return _evaluate_change(args)
     pred_rows = _read_csv(_csv_in(Path(args.pred), ["predictions.csv"]))
     gt_rows = _read_csv(_csv_in(Path(args.gt), ["targets.csv", "visitsTs.csv", "visitsTr.csv"]))
     col = args.target or next((c for c in ("target", "label", "converter") if c in gt_rows[0]), None)
@@ -249,21 +263,58 @@ def evaluate_classification(args: argparse.Namespace) -> dict:
     prob_cols = sorted((c for c in pred_rows[0] if c.startswith("prob_")), key=lambda c: int(c[5:]))
     if not prob_cols and "probability" not in pred_rows[0]:
         raise LongnetError("prediction CSV needs a 'probability' column or prob_0, prob_1, ... columns", args.pred)
-    cases, y_true, y_prob = [], [], []
+    use_pred = args.threshold is None and "predicted_class" in pred_rows[0]
+    cases, y_true, y_prob, y_pred = [], [], [], []
     for r in pred_rows:
         if r["case"] not in targets:
             continue
         cases.append(r["case"])
         y_true.append(int(float(targets[r["case"]])))
         y_prob.append([float(r[c]) for c in prob_cols] if prob_cols else float(r["probability"]))
+        if use_pred:
+            y_pred.append(int(float(r["predicted_class"])))
     if not cases:
         raise LongnetError("no predicted case has a target", args.pred)
-    metrics = classification_metrics(np.asarray(y_true), np.asarray(y_prob), args.threshold)
-    return {"task": "classification", "target": col, "metrics": metrics, "cases": cases}
+    threshold = 0.5 if args.threshold is None else args.threshold
+    metrics = classification_metrics(np.asarray(y_true), np.asarray(y_prob), threshold,
+                                     np.asarray(y_pred) if use_pred else None)
+    return {"task": "classification", "target": col, "metrics": metrics, "cases": cases,
+            "decisions": "predicted_class column" if use_pred else f"probability >= {threshold:g}"}
+
+
+def _reference_scores(gt: Path, column: str | None, required: bool) -> dict[str, float] | None:
+    """{case: score} from a visits CSV (or every visits*.csv / targets.csv of a folder); None if absent."""
+    files = [gt] if gt.is_file() else sorted(gt.glob("visits*.csv")) + sorted(gt.glob("targets.csv"))
+    scores: dict[str, float] = {}
+    name = column or "score"
+    for f in files:
+        for r in _read_csv(f):
+            if r.get(name) not in (None, ""):
+                try:
+                    scores[r["case"]] = float(r[name])
+                except ValueError:
+                    raise LongnetError(f"column {name!r} holds a non-number for case {r['case']!r}", f) from None
+    if not scores and (required or column):
+        raise LongnetError(f"no reference CSV with a {name!r} column", gt)
+    return scores or None
+
+
+def _evaluate_change(args: argparse.Namespace) -> dict:
+    from longnet.evaluation.change import evaluate_change_predictions
+
+    pred_file = _csv_in(Path(args.pred), ["change_predictions.csv", "predictions.csv"])
+    scores = _reference_scores(Path(args.gt), args.score, required=True)
+    try:
+        result = evaluate_change_predictions(_read_csv(pred_file), scores, args.delta, not args.lower_is_healthier,
+                                             _load_subjects(args.patients))
+    except ValueError as e:
+        raise LongnetError(str(e), pred_file) from None
+    return {"task": "classification", "target": f"change of {args.score or 'score'} (delta {args.delta:g})",
+            **result}
 
 
 def evaluate_embedding(args: argparse.Namespace) -> dict:
-    from longnet.evaluation.embedding import load_embeddings, mccd
+    from longnet.evaluation.embedding import embedding_summary, load_embeddings
 
     pred = Path(args.pred)
     npz = pred if pred.is_file() else pred / "embeddings.npz"
@@ -282,7 +333,8 @@ def evaluate_embedding(args: argparse.Namespace) -> dict:
         emb = load_embeddings(npz)
     except (OSError, ValueError) as e:
         raise LongnetError(f"cannot read embeddings ({e})", npz) from None
-    return {"task": "embedding", **mccd(emb, subjects)}
+    scores = _reference_scores(Path(args.gt), args.score, required=False) if Path(args.gt).exists() else None
+    return {"task": "embedding", **embedding_summary(emb, subjects, scores)}
 
 
 @cli_main

@@ -39,6 +39,13 @@ def _add_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("-overwrite_plans_name", default=None)
 
 
+def _add_align(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--align", choices=["none", "rigid", "affine", "deformable"], default=default,
+                   help="register every visit of a subject to its first visit before preprocessing (recorded in "
+                        "the plans; the data identifier gets an _aligned<Mode> suffix)"
+                        + ("" if default else "; default: what the plans say"))
+
+
 def _add_preprocess(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", nargs="+", default=DEFAULT_CONFIGS, help="configurations to preprocess")
     p.add_argument("-np", nargs="+", type=int, default=None, help="processes (one value, or one per configuration)")
@@ -88,7 +95,13 @@ def _write_dataset_files(raw: RawDataset, pre_dir: Path) -> None:
 
 
 def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | None, plans_name: str | None,
-                    overwrite_target_spacing=None, preprocessor_name: str = "DefaultPreprocessor") -> str:
+                    overwrite_target_spacing=None, preprocessor_name: str = "DefaultPreprocessor",
+                    align: str = "none") -> str:
+    """Plan from the fingerprint. The fingerprint describes the UNALIGNED raw data even with `align` on (as
+    nnU-Net, which never registers): rigid/affine alignment resamples each visit onto its reference visit's grid,
+    which has the spacing and intensities of a real acquisition of the same dataset, so spacing, shape and
+    intensity statistics stay representative, and the fingerprint need not be redone per alignment mode."""
+    from longnet.preprocessing.alignment import apply_alignment_to_plans
     from longnet.registry import get_planner
 
     name, raw_dir, pre_dir = _folders(dataset)
@@ -98,7 +111,7 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
     planner_cls = get_planner(planner_name)
     planner = planner_cls(load_json(raw_dir / "dataset.json"), load_json(fp_path), name, gpu_memory_target,
                           plans_name, preprocessor_name, overwrite_target_spacing)
-    plans = planner.plan()
+    plans = apply_alignment_to_plans(planner.plan(), align)
     dest = pre_dir / f"{planner.plans_name}.json"
     if dest.is_file():  # keep configurations a user added by hand
         old = load_json(dest).get("configurations", {})
@@ -116,12 +129,19 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
 
 
 def preprocess(dataset: str, plans_name: str, configurations: list[str], num_processes: list[int],
-               verbose: bool = True) -> None:
+               verbose: bool = True, align: str | None = None) -> None:
+    """`align` (if given and different from the plans') is written into the plans file first, so that the
+    plans always describe the preprocessed data they point to."""
     from longnet.planning.plans import Plans
+    from longnet.preprocessing.alignment import alignment_mode, apply_alignment_to_plans
     from longnet.preprocessing.run import preprocess_dataset
 
     name, raw_dir, pre_dir = _folders(dataset)
-    plans = Plans.load(pre_dir / f"{plans_name}.json")
+    plans_path = pre_dir / f"{plans_name}.json"
+    plans = Plans.load(plans_path)
+    if align is not None and align != alignment_mode(plans.plans):
+        plans = Plans(apply_alignment_to_plans(plans.plans, align), plans_path)
+        save_json(plans.plans, plans_path)
     if len(num_processes) == 1:
         num_processes = num_processes * len(configurations)
     if len(num_processes) != len(configurations):
@@ -147,16 +167,20 @@ def main_plan_and_preprocess(argv=None) -> int:
     _add_fingerprint(p)
     _add_plan(p)
     _add_preprocess(p)
+    _add_align(p, "none")
     p.add_argument("--no_pp", action="store_true", help="stop after planning")
     args = p.parse_args(argv)
+    from longnet.registry import get_planner
+
+    get_planner(args.pl)  # an unknown/broken planner fails before the fingerprint writes anything
     for d in args.d:
         t0 = time.perf_counter()
         npfp = args.npfp or _np(args)[0]
         extract_fingerprint(d, npfp, args.verify_dataset_integrity, args.clean)
         plans_name = plan_experiment(d, args.pl, args.gpu_memory_target, args.overwrite_plans_name,
-                                     args.overwrite_target_spacing, args.preprocessor_name)
+                                     args.overwrite_target_spacing, args.preprocessor_name, args.align)
         if not args.no_pp:
-            preprocess(d, args.plans_name or plans_name, args.c, _np(args))
+            preprocess(d, args.plans_name or plans_name, args.c, _np(args), align=args.align)
         print(f"{d}: done in {time.perf_counter() - t0:.1f} s (plans: {plans_name})")
     return 0
 
@@ -190,7 +214,8 @@ def main_preprocess(argv=None) -> int:
     p = argparse.ArgumentParser(prog="longnet_preprocess")
     _add_common(p)
     _add_preprocess(p)
+    _add_align(p, None)
     args = p.parse_args(argv)
     for d in args.d:
-        preprocess(d, args.plans_name or "nnUNetPlans", args.c, _np(args))
+        preprocess(d, args.plans_name or "nnUNetPlans", args.c, _np(args), align=args.align)
     return 0

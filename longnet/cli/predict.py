@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import check_name, cli_main
 from longnet.errors import LongnetError
 
 
@@ -64,12 +64,54 @@ def resolve_model_folder(args: argparse.Namespace) -> Path:
         raise LongnetError("give -m MODEL_FOLDER, or -d DATASET together with -c CONFIGURATION")
     from longnet.paths import dataset_name_from_id, results_root
 
+    for value, flag in ((args.trainer, "-tr"), (args.plans, "-p"), (args.configuration, "-c")):
+        check_name(value, flag)
     name = dataset_name_from_id(args.dataset)
     folder = results_root() / name / f"{args.trainer}__{args.plans}__{args.configuration}"
     if not folder.is_dir():
         raise LongnetError(f"no trained model for trainer {args.trainer}, plans {args.plans}, configuration "
                            f"{args.configuration}", folder)
+    _check_plans_dataset(folder, name)
     return folder
+
+
+def _check_plans_dataset(folder: Path, dataset_name: str) -> None:
+    """A model folder under DatasetXXX_Name must hold that dataset's plans (not ones copied from another)."""
+    from longnet.utils.files import load_json
+
+    plans_file = folder / "plans.json"
+    if not plans_file.is_file():
+        return  # reported by the predictor as 'not a model folder'
+    plans = load_json(plans_file)
+    other = plans.get("dataset_name") if isinstance(plans, dict) else None
+    if other not in (None, dataset_name):
+        raise LongnetError(f"plans file belongs to dataset {other!r}, not {dataset_name!r}", plans_file)
+
+
+def _check_subject_files(args: argparse.Namespace) -> None:
+    """--patients / --visits name cases that become output file names: refuse ids that could leave -o."""
+    import csv
+
+    from longnet.dataset.raw import validate_case_id
+    from longnet.utils.files import load_json
+
+    if args.patients:
+        table = load_json(args.patients)
+        if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+            raise LongnetError("patients file must map subject -> [case, case, ...]", args.patients)
+        for subject, cases in table.items():
+            validate_case_id(str(subject), args.patients)
+            for c in cases:
+                validate_case_id(c if isinstance(c, str) else repr(c), args.patients)
+    if args.visits:
+        try:
+            with open(args.visits, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise LongnetError(f"cannot read visits CSV ({e})", args.visits) from None
+        for row in rows:
+            if row.get("case") is not None:
+                validate_case_id(row["case"].strip(), args.visits)
 
 
 def _trainer_class(args: argparse.Namespace, folder: Path | None):
@@ -102,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args, trainer_cls = _parse(argv)
     folder = resolve_model_folder(args)
+    _check_subject_files(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not 0 < args.step_size <= 1:
         raise LongnetError(f"-step_size must be in (0, 1], got {args.step_size}")

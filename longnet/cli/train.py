@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import check_name, cli_main
 
 _CORE = ("dataset", "configuration", "fold", "trainer", "plans", "device", "c", "num_gpus")
 
@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre, _ = _base_parser(add_help=False).parse_known_args(argv)
     trainer_cls = get_trainer(pre.trainer)
     args = build_parser(trainer_cls).parse_args(argv)
+    for value, flag in ((args.plans, "-p"), (args.configuration, "configuration")):
+        check_name(value, flag)  # they name the results folder
     options = {k: v for k, v in vars(args).items() if k not in _CORE}
     if options.get("pretrained_weights"):
         path = Path(options["pretrained_weights"]).resolve()

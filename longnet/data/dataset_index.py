@@ -67,3 +67,25 @@ class DatasetIndex:
         for v in self.visits.values():
             cols.update((v.get("meta") or {}).keys())
         return cols
+
+
+def select_labelled_subjects(index: DatasetIndex, cases: list[str], n_subjects: int, seed: int) -> list[str]:
+    """The labelled cases of `n_subjects` subjects drawn from `cases` (a training split), for one-/few-shot runs.
+
+    Eligible subjects are those with at least one labelled visit in `cases`, sorted by name; `n_subjects` of
+    them are drawn with `numpy.random.default_rng(seed)` (no replacement), so the same seed picks the same
+    subjects for every trainer that uses this budget. All labelled visits of a chosen subject are returned,
+    in the order of `cases`; visits of the other subjects are treated as unlabelled.
+    """
+    import numpy as np
+
+    if n_subjects < 1:
+        raise DatasetError(f"the number of labelled subjects must be >= 1, got {n_subjects}", index.source or None)
+    labelled = [c for c in cases if c not in index.visits or index.labelled(c)]
+    eligible = sorted({index.subject_of(c) for c in labelled})
+    if n_subjects > len(eligible):
+        raise DatasetError(f"{n_subjects} labelled subject(s) requested but the training split has only "
+                           f"{len(eligible)} subject(s) with a labelled visit", index.source or None)
+    chosen = {eligible[int(i)] for i in np.random.default_rng(int(seed)).choice(len(eligible), n_subjects,
+                                                                                  replace=False)}
+    return [c for c in labelled if index.subject_of(c) in chosen]

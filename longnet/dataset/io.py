@@ -74,8 +74,12 @@ def read_image_files(files: Sequence[str | Path], expected_dim: int = 3) -> tupl
 def read_seg_file(path: str | Path, expected_dim: int = 3) -> tuple[np.ndarray, dict]:
     """Read a label map as int16 1×Z×Y×X; non-integer values are an error."""
     data, props = read_image_files([path], expected_dim)
-    if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-        raise DatasetError("label map contains non-integer values", path)
+    if not np.all(np.isfinite(data)):
+        raise DatasetError("label map contains non-integer values (NaN/inf)", path)
+    fractions = np.unique(data[data != np.round(data)])
+    if fractions.size:  # name a few, as integrity verification does, so the message points at the problem
+        shown = ", ".join(f"{v:g}" for v in fractions[:10].tolist()) + (", ..." if fractions.size > 10 else "")
+        raise DatasetError(f"label map contains non-integer values [{shown}]", path)
     lo, hi = data.min(initial=0), data.max(initial=0)
     if lo < np.iinfo(np.int16).min or hi > np.iinfo(np.int16).max:
         raise DatasetError(f"label values out of range for a label map (min {lo:g}, max {hi:g})", path)

@@ -51,3 +51,44 @@ def _finite(x) -> bool:
         return x is not None and math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+def evaluate_change_predictions(rows: Sequence[Mapping[str, str]], scores: Mapping[str, float], delta: float,
+                                higher_is_healthier: bool = True,
+                                subjects: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """Metrics of per-pair change predictions against targets recomputed from reference scores.
+
+    `rows`: CSV rows with `case` (the later visit), `prob_0..prob_2` and `case_from` (the earlier visit; without
+    it the predecessor of `case` in `subjects` is used). Pairs lacking a score on either side are skipped.
+    Besides the 3-label metrics, `macro_F1_present_classes` averages F1 only over classes that occur in the
+    targets or the predictions (the 3-label macro-F1 counts an absent class as F1 = 0)."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from longnet.evaluation.classification import classification_metrics
+
+    previous = {b: a for cases in (subjects or {}).values() for a, b in zip(list(cases)[:-1], list(cases)[1:])}
+    prob_cols = [f"prob_{k}" for k in range(len(CHANGE_CLASSES))]
+    if not rows or any(c not in rows[0] for c in prob_cols):
+        raise ValueError(f"change predictions need columns case, case_from, {', '.join(prob_cols)}")
+    pairs, y_true, y_prob = [], [], []
+    for r in rows:
+        a, b = r.get("case_from") or previous.get(r["case"]), r["case"]
+        if a is None or not (_finite(scores.get(a)) and _finite(scores.get(b))):
+            continue
+        pairs.append([a, b])
+        y_true.append(change_class(float(scores[b]) - float(scores[a]), delta, higher_is_healthier))
+        y_prob.append([float(r[c]) for c in prob_cols])
+    if not pairs:
+        raise ValueError("no predicted pair has reference scores on both visits")
+    y_true_arr, y_prob_arr = np.asarray(y_true), np.asarray(y_prob)
+    metrics = classification_metrics(y_true_arr, y_prob_arr)
+    y_pred = y_prob_arr.argmax(1)
+    present = sorted(set(y_true) | set(int(k) for k in y_pred))
+    metrics["macro_F1_present_classes"] = float(f1_score(y_true_arr, y_pred, labels=present, average="macro",
+                                                         zero_division=0))
+    metrics["per_class_F1"] = {name: float(v) for name, v in zip(CHANGE_CLASSES, f1_score(
+        y_true_arr, y_pred, labels=list(range(len(CHANGE_CLASSES))), average=None, zero_division=0))}
+    counts = {name: int(np.sum(y_true_arr == k)) for k, name in enumerate(CHANGE_CLASSES)}
+    return {"classes": list(CHANGE_CLASSES), "delta": float(delta), "higher_is_healthier": bool(higher_is_healthier),
+            "target_counts": counts, "metrics": metrics, "pairs": pairs}

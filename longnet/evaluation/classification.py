@@ -22,8 +22,11 @@ def predicted_labels(y_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return y_prob.argmax(1)
 
 
-def classification_metrics(y_true, y_prob, threshold: float = 0.5) -> dict[str, float]:
-    """`y_prob`: N probabilities of class 1 (binary) or N×K class probabilities; `y_true`: N integer labels."""
+def classification_metrics(y_true, y_prob, threshold: float = 0.5, y_pred=None) -> dict[str, float]:
+    """`y_prob`: N probabilities of class 1 (binary) or N×K class probabilities; `y_true`: N integer labels.
+
+    Thresholded metrics use `y_pred` when given (e.g. a model's own calibrated decisions), else `threshold`.
+    Binary problems also report `F1` of the positive class."""
     from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, f1_score,
                                  roc_auc_score)
 
@@ -31,10 +34,14 @@ def classification_metrics(y_true, y_prob, threshold: float = 0.5) -> dict[str, 
     probs = _probabilities(y_prob)
     if len(y_true) != len(probs):
         raise ValueError(f"{len(y_true)} targets but {len(probs)} predictions")
-    y_pred = predicted_labels(y_prob, threshold)
+    y_pred = predicted_labels(y_prob, threshold) if y_pred is None else np.asarray(y_pred).astype(int)
+    if len(y_pred) != len(y_true):
+        raise ValueError(f"{len(y_true)} targets but {len(y_pred)} predicted labels")
     k = probs.shape[1]
     out = {"n": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred)),
            "macro_F1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0))}
+    if k == 2:
+        out["F1"] = float(f1_score(y_true, y_pred, pos_label=1, zero_division=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out["balanced_accuracy"] = float(balanced_accuracy_score(y_true, y_pred))

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from longnet.dataset.io import geometry_mismatch, read_image_files, read_seg_file
+from longnet.dataset.nifti_raw import is_nifti, nonfinite_counts
 from longnet.errors import DatasetError
 from longnet.dataset.raw import RawDataset
 from longnet.preprocessing.cropping import crop_to_nonzero
@@ -26,7 +27,7 @@ PERCENTILES = (0.5, 50.0, 99.5)
 def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3, valid_labels=None):
     data, props = read_image_files(image_files, dim)
     seg = load_checked_seg(label_file, data, props, dim, valid_labels) if label_file is not None else None
-    check_finite(data, image_files)
+    check_finite(data, image_files, raw_bytes=True)  # the fingerprint reads every case first: refuse NaN here
     shape_before = data.shape[1:]
     data, seg_c, _ = crop_to_nonzero(data, seg)
     per_channel = []
@@ -46,16 +47,31 @@ def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3, v
     return [int(s) for s in data.shape[1:]], props["spacing"], per_channel, rel_size
 
 
-def check_finite(data: np.ndarray, image_files) -> None:
-    """NaN/inf voxels would silently poison normalisation statistics: refuse them, naming the channel file."""
+def _nonfinite_text(data: np.ndarray, path, raw_bytes: bool) -> str | None:
+    """'2 NaN and 1 inf' for an array, or from a NIfTI file's bytes when the array shows none (SimpleITK, ITK <=
+    5.4, reads those voxels as 0). Integer NIfTI files cost one header read; float ones one more decompression."""
+    n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+    if raw_bytes and not (n_nan or n_inf) and is_nifti(path):
+        n_nan, n_inf = nonfinite_counts(path) or (0, 0)
+    parts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n]
+    return " and ".join(parts) or None
+
+
+def check_finite(data: np.ndarray, image_files, raw_bytes: bool = False) -> None:
+    """NaN/inf voxels would silently poison normalisation statistics: refuse them, naming the channel file.
+
+    `raw_bytes` also checks NIfTI files byte-wise, since the decoded array no longer shows them."""
     for c in range(data.shape[0]):
-        if not np.isfinite(data[c]).all():
-            bad = int((~np.isfinite(data[c])).sum())
-            raise DatasetError(f"image contains {bad} NaN/inf voxel(s)", image_files[c])
+        bad = _nonfinite_text(data[c], image_files[c], raw_bytes)
+        if bad:
+            raise DatasetError(f"image contains {bad} voxel(s)", image_files[c])
 
 
 def load_checked_seg(label_file, data: np.ndarray, props: dict, dim: int, valid_labels) -> np.ndarray:
     seg, seg_props = read_seg_file(label_file, dim)
+    bad = _nonfinite_text(seg[:0], label_file, True)  # NaN reads as 0 (background): would pass as a label
+    if bad:
+        raise DatasetError(f"label map contains {bad} voxel(s)", label_file)
     problem = geometry_mismatch(data.shape[1:], props["sitk_stuff"], seg.shape[1:], seg_props["sitk_stuff"])
     if problem:
         raise DatasetError(f"label geometry differs from its image: {problem}", label_file)

@@ -75,14 +75,14 @@ def plot_trajectories(embeddings: Mapping[str, np.ndarray], subjects: Mapping[st
     coords, used = project_2d(np.stack([np.asarray(embeddings[c]).ravel() for c in cases]), method)
     pos = dict(zip(cases, coords))
     fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=110)
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10" if len(subjects) <= 10 else "tab20")
     drawn: set[str] = set()
     for k, (subject, visits) in enumerate(subjects.items()):
         pts = np.array([pos[c] for c in visits if c in pos])
         if len(pts) == 0:
             continue
         drawn.update(c for c in visits if c in pos)
-        colour = cmap(k % 20)
+        colour = cmap(k % cmap.N)
         label = subject if k < max_subjects_labelled else None
         ax.plot(pts[:, 0], pts[:, 1], "-o", color=colour, ms=4, lw=1.2, label=label)
         ax.plot(pts[:1, 0], pts[:1, 1], "s", color=colour, ms=6)

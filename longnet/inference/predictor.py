@@ -96,8 +96,9 @@ def list_input_cases(folder: str | Path, file_ending: str, num_channels: int) ->
     for cid, chans in sorted(found.items()):
         missing = [c for c in range(num_channels) if c not in chans]
         if missing:
-            raise LongnetError(f"case {cid!r} lacks channel(s) {missing} (expected {num_channels} channel files)",
-                               folder)
+            names = ", ".join(f"{cid}_{c:04d}{file_ending}" for c in missing)
+            raise LongnetError(f"case {cid!r} lacks channel(s) {missing}: missing file(s) {names} (the model "
+                               f"expects {num_channels} channel file(s) per case)", folder)
         cases.append((cid, [chans[c] for c in range(num_channels)]))
     return cases
 
@@ -181,8 +182,11 @@ class Predictor:
                                f"{conf.previous_stage!r}) is not supported by longnet_predict yet", folder)
         lm = LabelManager.from_dataset_json(dataset_json, str(folder / "dataset.json"))
         channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
-        network = build_network_from_architecture(conf.architecture, len(channels), lm.num_segmentation_heads,
-                                                  deep_supervision=False)
+        try:
+            network = build_network_from_architecture(conf.architecture, len(channels), lm.num_segmentation_heads,
+                                                      deep_supervision=False)
+        except LongnetError as e:  # e.g. a class outside the allow-list: name the plans file it came from
+            raise LongnetError(e.message, e.path or folder / "plans.json") from None
         params = []
         for path, ck in checkpoints:
             weights = network_weights_from_checkpoint(ck, path)

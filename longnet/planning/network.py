@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from longnet.errors import LongnetError
 
-ALLOWED_MODULE_PREFIXES = ("torch.nn", "dynamic_network_architectures.")
+ALLOWED_MODULE_PREFIXES = ("torch.nn.", "dynamic_network_architectures.")
 
 
 def resolve_class(dotted: str):
@@ -21,9 +21,14 @@ def resolve_class(dotted: str):
                            f"{', '.join(ALLOWED_MODULE_PREFIXES)} may be referenced")
     module, _, name = dotted.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        obj = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
         raise LongnetError(f"cannot import {dotted!r} named in plans ({e})") from None
+    # an allowed module may re-export anything (os, subprocess.Popen, torch.load): only its own classes count
+    if not isinstance(obj, type) or not f"{obj.__module__}.".startswith(ALLOWED_MODULE_PREFIXES):
+        raise LongnetError(f"refusing {dotted!r} named in a plans file: it is not a class defined in "
+                           f"{', '.join(ALLOWED_MODULE_PREFIXES)}")
+    return obj
 
 
 def build_network_from_architecture(architecture: dict, num_input_channels: int, num_output_channels: int,

@@ -23,10 +23,24 @@ def nonzero_mask(data: np.ndarray) -> np.ndarray:
     return binary_fill_holes(mask)
 
 
-def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None, outside_label: int = -1):
-    """Return (cropped data, cropped seg with `outside_label` outside the mask, bbox [[lo, hi), ...])."""
+def union_bbox(datas: list[np.ndarray]) -> list[list[int]]:
+    """One box around the nonzero masks of several C×… arrays on the same grid (aligned visits of a subject),
+    so that every visit is cropped identically and keeps voxel correspondence."""
+    mask = nonzero_mask(datas[0])
+    for d in datas[1:]:
+        mask |= nonzero_mask(d)
+    return bounding_box(mask) if mask.any() else [[0, s] for s in mask.shape]
+
+
+def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None, outside_label: int = -1,
+                    bbox: list[list[int]] | None = None):
+    """Return (cropped data, cropped seg with `outside_label` outside the mask, bbox [[lo, hi), ...]).
+
+    `bbox` overrides the box (the mask, and so the -1 region, stays this array's own)."""
     mask = nonzero_mask(data)
-    if not mask.any():
+    if bbox is not None:
+        bbox = [[int(lo), int(hi)] for lo, hi in bbox]
+    elif not mask.any():
         bbox = [[0, s] for s in mask.shape]
     else:
         bbox = bounding_box(mask)

@@ -15,8 +15,11 @@ MIN_FOREGROUND_COVERAGE = 0.01
 
 
 def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans: Plans, configuration: str,
-                    dataset_json: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Return (data float32 C×…, seg int8/int16 1×…, props with cropping/resampling bookkeeping)."""
+                    dataset_json: dict, bbox: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Return (data float32 C×…, seg int8/int16 1×…, props with cropping/resampling bookkeeping).
+
+    `bbox` ([[lo, hi], ...] in the TRANSPOSED axis order) replaces the case's own nonzero box: aligned visits of
+    one subject share one box so they keep identical shapes and voxel correspondence."""
     conf = plans.configuration(configuration)
     props = dict(props)
     data = data.astype(np.float32)
@@ -28,7 +31,7 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, props: dict, plans
         seg = seg.transpose(axes)
     original_spacing = [props["spacing"][i] for i in plans.transpose_forward]
     props["shape_before_cropping"] = [int(s) for s in data.shape[1:]]
-    data, seg, bbox = crop_to_nonzero(data, seg)
+    data, seg, bbox = crop_to_nonzero(data, seg, bbox=bbox)
     props["bbox_used_for_cropping"] = bbox
     props["shape_after_cropping_and_before_resampling"] = [int(s) for s in data.shape[1:]]
     target_spacing = conf.spacing
@@ -62,26 +65,27 @@ def location_key(target) -> str:
     return ",".join(str(t) for t in target) if isinstance(target, (tuple, list)) else str(target)
 
 
-def sample_foreground_locations(seg: np.ndarray, targets: list, seed: int = 1234) -> dict[str, list]:
+def sample_foreground_locations(seg: np.ndarray, targets: list, seed: int = 1234) -> dict[str, np.ndarray]:
     """Up to 10,000 voxels per class/region (but ≥ 1% of its voxels), for foreground oversampling."""
     rs = np.random.RandomState(seed)
     fg = seg != 0
     coords = np.argwhere(fg)
     values = seg[fg]
     present = set(np.unique(values).tolist())
-    out: dict[str, list] = {}
+    out: dict[str, np.ndarray] = {}
+    empty = np.zeros((0, seg.ndim), dtype=np.int64)
     for t in targets:
         if isinstance(t, (tuple, list)):
             mask = np.isin(values, t)
         else:
             if t not in present:
-                out[location_key(t)] = []
+                out[location_key(t)] = empty
                 continue
             mask = values == t
         locs = coords[mask]
         if len(locs) == 0:
-            out[location_key(t)] = []
+            out[location_key(t)] = empty
             continue
         n = max(min(FOREGROUND_SAMPLES, len(locs)), int(np.ceil(len(locs) * MIN_FOREGROUND_COVERAGE)))
-        out[location_key(t)] = locs[rs.choice(len(locs), n, replace=False)].tolist()
+        out[location_key(t)] = locs[rs.choice(len(locs), n, replace=False)]
     return out

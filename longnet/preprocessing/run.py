@@ -1,7 +1,12 @@
 """Preprocess a whole dataset for one configuration: parallel over cases, resumable, atomic per case.
 
 A `plan_fingerprint.json` in the output folder records the configuration the cases were made with; if the
-plan changed, stale cases are removed before anything new is written."""
+plan changed, stale cases are removed before anything new is written.
+
+With alignment on (plans["longitudinal"]["align"] != "none") the unit of work is a subject: its visits are
+registered to the first visit, cropped with one common box and then preprocessed as usual, so all visits of a
+subject share shape and voxel correspondence. A subject counts as done only when all its cases (and their
+transform files) are; an incomplete subject is redone whole."""
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +14,15 @@ import json
 import shutil
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from longnet.dataset.io import read_image_files, read_seg_file
 from longnet.dataset.raw import RawDataset
 from longnet.fingerprint.extractor import check_finite, image_dim, load_checked_seg, parallel_map
+from longnet.errors import LongnetError
 from longnet.planning.plans import Plans
+from longnet.preprocessing.alignment import align_visit, alignment_mode, save_transform
+from longnet.preprocessing.cropping import union_bbox
 from longnet.preprocessing.preprocessor import preprocess_case
 from longnet.preprocessing.storage import case_is_complete, case_paths, save_case
 from longnet.utils.files import load_json, remove_stale_temp_files, save_json
@@ -25,6 +35,8 @@ def _config_hash(plans: Plans, configuration: str, dataset_json: dict) -> str:
     relevant["transpose_forward"] = plans.transpose_forward
     relevant["intensity"] = plans.foreground_intensity_properties_per_channel
     relevant["labels"] = dataset_json["labels"]
+    if alignment_mode(plans.plans) != "none":  # only then, so existing unaligned folders keep their hash
+        relevant["align"] = alignment_mode(plans.plans)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -42,6 +54,61 @@ def preprocess_one(case_id: str, image_files, label_file, plans_dict: dict, conf
     return case_id
 
 
+def transform_path(folder: str | Path, case_id: str) -> Path:
+    return Path(folder) / f"{case_id}_to_reference.tfm"
+
+
+def _read_case(image_files, label_file, dataset_json: dict, valid_labels):
+    dim = image_dim(dataset_json)
+    data, props = read_image_files(image_files, dim)
+    check_finite(data, image_files)
+    seg = load_checked_seg(label_file, data, props, dim, valid_labels) if label_file is not None else None
+    return data, seg, props
+
+
+def preprocess_subject(cases: list[tuple], plans_dict: dict, configuration: str, dataset_json: dict,
+                       out_folder: str, valid_labels, mode: str) -> list[str]:
+    """Align every visit of one subject to its first visit, crop all with one box, preprocess and save.
+
+    `cases` = [(case_id, image_files, label_file, extra_props), ...] in time order; the first is the reference."""
+    if image_dim(dataset_json) != 3:
+        raise LongnetError("intra-subject alignment needs 3D images (--align none for 2D datasets)")
+    plans = Plans(plans_dict)
+    loaded = [_read_case(images, label, dataset_json, valid_labels) for _, images, label, _ in cases]
+    ref_id = cases[0][0]
+    ref_data, _, ref_props = loaded[0]
+    ref_geometry = {**ref_props["sitk_stuff"], "size": list(ref_data.shape[1:][::-1])}
+    aligned = []
+    for (cid, images, _, _), (data, seg, props) in zip(cases, loaded):
+        geometry = {**props["sitk_stuff"], "size": list(data.shape[1:][::-1])}
+        try:
+            if cid == ref_id:  # stays as read; an identity transform file all the same, so every case maps back alike
+                tx = sitk.Euler3DTransform()
+            else:
+                data, seg, tx = align_visit(data, seg, geometry, ref_data[0], ref_geometry, mode)
+        except RuntimeError as e:  # SimpleITK: e.g. a blank image leaves the metric without samples
+            raise LongnetError(f"registration of {cid} to {ref_id} failed ({str(e).strip().splitlines()[-1][:200]})",
+                               images[0]) from None
+        props = {**props, "sitk_stuff": dict(ref_props["sitk_stuff"]), "spacing": list(ref_props["spacing"]),
+                 "original_geometry": geometry,
+                 "alignment": {"mode": mode, "reference_case": ref_id,
+                               "transform_file": transform_path(out_folder, cid).name}}
+        aligned.append((data, seg, props, tx))
+    box = union_bbox([a[0] for a in aligned])
+    box = [box[i] for i in plans.transpose_forward]
+    conf = plans.configuration(configuration)
+    for (cid, _, _, extra), (data, seg, props, tx) in zip(cases, aligned):
+        data, seg, props = preprocess_case(data, seg, props, plans, configuration, dataset_json, bbox=box)
+        props.update(extra)
+        save_transform(tx, transform_path(out_folder, cid))  # before the case: its properties mark completeness
+        save_case(out_folder, cid, data, seg, props, patch_size=conf.patch_size)
+    return [c[0] for c in cases]
+
+
+def _subject_complete(folder: Path, cases: list[str]) -> bool:
+    return all(case_is_complete(folder, c) and transform_path(folder, c).is_file() for c in cases)
+
+
 def preprocess_dataset(raw: RawDataset, plans: Plans, configuration: str, out_folder: str | Path,
                        num_processes: int = 2, verbose: bool = True) -> list[str]:
     """Write every case of `raw` into `out_folder`; cases already complete for this plan are skipped."""
@@ -57,8 +124,11 @@ def preprocess_dataset(raw: RawDataset, plans: Plans, configuration: str, out_fo
             else:
                 shutil.rmtree(p)
     save_json({"hash": h, "configuration": configuration}, marker)
-    todo = [c for c in raw.cases if not case_is_complete(out_folder, c)]
     valid = sorted(raw.label_manager.valid_values)
+    mode = alignment_mode(plans.plans)
+    if mode != "none":
+        return _preprocess_aligned(raw, plans, configuration, out_folder, num_processes, verbose, mode, valid)
+    todo = [c for c in raw.cases if not case_is_complete(out_folder, c)]
     jobs = []
     for cid in todo:
         case = raw.cases[cid]
@@ -68,4 +138,23 @@ def preprocess_dataset(raw: RawDataset, plans: Plans, configuration: str, out_fo
         jobs.append((cid, case.images, case.label, plans.plans, configuration, raw.dataset_json, str(out_folder),
                      extra, valid))
     parallel_map(preprocess_one, jobs, num_processes, f"preprocess {configuration}", verbose)
+    return todo
+
+
+def _preprocess_aligned(raw: RawDataset, plans: Plans, configuration: str, out_folder: Path, num_processes: int,
+                        verbose: bool, mode: str, valid) -> list[str]:
+    jobs, todo = [], []
+    for subject, cases in raw.subjects.items():
+        if _subject_complete(out_folder, cases):
+            continue
+        specs = []
+        for cid in cases:
+            for path in [*case_paths(out_folder, cid).values(), transform_path(out_folder, cid)]:
+                path.unlink(missing_ok=True)  # the common box depends on every visit: redo the subject whole
+            case = raw.cases[cid]
+            extra = {"subject": case.subject, "days": case.days, "visit_index": case.visit_index}
+            specs.append((cid, case.images, case.label, extra))
+        todo += cases
+        jobs.append((specs, plans.plans, configuration, raw.dataset_json, str(out_folder), valid, mode))
+    parallel_map(preprocess_subject, jobs, num_processes, f"align ({mode}) + preprocess {configuration}", verbose)
     return todo

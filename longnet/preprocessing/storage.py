@@ -44,7 +44,8 @@ def _chunks_and_blocks(shape: tuple[int, ...], patch_size: tuple[int, ...] | Non
 def save_array(arr: np.ndarray, dest: str | Path, patch_size=None, clevel: int = 5) -> None:
     arr = np.ascontiguousarray(arr)
     chunks, blocks = _chunks_and_blocks(arr.shape, patch_size, arr.itemsize)
-    cparams = {"codec": blosc2.Codec.LZ4HC, "clevel": clevel, "nthreads": 1,
+    # LZ4 rather than nnU-Net's LZ4HC: 10x faster to write, as fast to read, ~7% larger files
+    cparams = {"codec": blosc2.Codec.LZ4, "clevel": clevel, "nthreads": 1,
                "filters": [blosc2.Filter.SHUFFLE], "splitmode": blosc2.SplitMode.NEVER_SPLIT}
     with atomic_path(dest, suffix=".b2nd") as tmp:
         tmp.unlink()

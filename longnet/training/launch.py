@@ -13,7 +13,7 @@ from pathlib import Path
 from longnet.errors import LongnetError
 from longnet.paths import dataset_name_from_id, preprocessed_root, results_root
 from longnet.planning.plans import Plans
-from longnet.utils.files import load_json, save_json
+from longnet.utils.files import load_json, remove_stale_temp_files, save_json
 
 ALL_FOLD_VAL_CASES = 5  # fold 'all' trains on everything and validates on this many cases
 
@@ -139,8 +139,10 @@ def run_training(req: TrainRequest) -> int:
         fold_dir = out / fold_folder_name(req.fold)
         trainer.setup(pre_dir, fold_dir, train, val, dist)
         trainer.check_requirements()  # before anything is written: a refused run leaves no output behind
+        _preflight_checkpoints(trainer, req)
         if dist.is_main:
             fold_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(fold_dir)  # a checkpoint save cut short by kill -9 leaves a temp file
             _copy_model_files(pre_dir, plans_file, out)
         dist.barrier()
         try:
@@ -150,6 +152,23 @@ def run_training(req: TrainRequest) -> int:
         return 0
     finally:
         cleanup_distributed()
+
+
+def _preflight_checkpoints(trainer, req: TrainRequest) -> None:
+    """Open `--pretrained-weights` and (with `--c`) the checkpoint to resume from before the model folder is
+    created or touched, so a corrupt, foreign or pickled-object file leaves no partial output behind.
+
+    The trainer opens them again later (weights_only, cheap next to a training run)."""
+    from longnet.training.checkpoint import load_checkpoint
+
+    pretrained = req.options.get("pretrained_weights")
+    if pretrained:
+        load_checkpoint(pretrained, map_location="cpu")
+    if req.resume:
+        found = trainer.find_resume_checkpoint()
+        if found is not None:
+            load_checkpoint(found[1], map_location="cpu",
+                            required=("network_weights", "current_epoch", "optimizer_state"))
 
 
 def _available_cases(pre_dir: Path, data_identifier: str) -> list[str]:

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from longnet.data.augmentation import spatial_aug_config, training_transforms, validation_transforms
+from longnet.data.dataset_index import select_labelled_subjects
 from longnet.data.segmentation import SegmentationPatchSampler, foreground_flags
 from longnet.planning.network import build_network_from_architecture
 from longnet.training.checkpoint import unwrap
@@ -39,6 +40,12 @@ class nnUNetTrainer(Trainer):
                             help="skip the full-image validation after training")
         parser.add_argument("--no-validation-mirroring", dest="no_validation_mirroring", action="store_true",
                             help="final validation without mirroring test-time augmentation (faster)")
+        parser.add_argument("--labelled-subjects", dest="labelled_subjects", type=int, default=None,
+                            help="label budget for one-/few-shot runs: use the labels of only N subjects of the "
+                                 "training split (chosen by --labelled-seed); the others count as unlabelled")
+        parser.add_argument("--labelled-seed", dest="labelled_seed", type=int, default=0,
+                            help="seed that picks the --labelled-subjects subjects (default 0, independent of "
+                                 "--seed so that different trainers/seeds share one label budget)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,12 +111,22 @@ class nnUNetTrainer(Trainer):
             fg = [c for c in self.label_manager.foreground_labels]
         return SegmentationPatchSampler(self.data_folder, cases, patch, conf.patch_size, flags, transforms, fg)
 
-    def train_loader(self):
+    def labelled_training_cases(self) -> list[str]:
+        """Labelled training cases, limited to `--labelled-subjects` subjects when a label budget is set."""
         cases = self._labelled_cases(self.train_cases)
         self.skipped_unlabelled = len(self.train_cases) - len(cases)
         if self.skipped_unlabelled:
             self.print(f"skipping {self.skipped_unlabelled} unlabelled training case(s) (supervised segmentation)")
-        return self.make_batch_iterator(self._sampler(cases, train=True).make_batch, "train")
+        n = self.options.get("labelled_subjects")
+        if n is not None and self.dataset_index is not None:
+            cases = select_labelled_subjects(self.dataset_index, cases, int(n), int(self.options.get("labelled_seed")
+                                                                                    or 0))
+            subjects = sorted({self.dataset_index.subject_of(c) for c in cases})
+            self.print(f"label budget: {n} subject(s) ({', '.join(subjects)}), {len(cases)} labelled case(s)")
+        return cases
+
+    def train_loader(self):
+        return self.make_batch_iterator(self._sampler(self.labelled_training_cases(), train=True).make_batch, "train")
 
     def val_loader(self):
         cases = self._labelled_cases(self.val_cases)

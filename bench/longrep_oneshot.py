@@ -1,0 +1,186 @@
+"""One-shot segmentation on the synthetic demo cohort: LongRep (pretrain + finetune) vs nnUNetTrainer from random
+initialisation, both with the labels of ONE training subject (`--labelled-subjects 1`, same subject for both).
+
+Budget: both arms get the same number of finetuning/training optimizer steps (EPOCHS × ITERS); LongRep additionally
+spends PT_EPOCHS × PT_ITERS self-supervised steps on unlabelled visit pairs of all training subjects (reported as
+extra compute; `--matched-compute` also trains the baseline for that many more supervised steps). Both arms then
+predict the test subjects' visits and `longnet_evaluate` scores them: mean foreground Dice and ASPC (absolute
+symmetric percent change of each structure's volume between consecutive visits; reference ASPC from the ground
+truth printed alongside).
+
+    nice -n 10 python3 bench/longrep_oneshot.py [--out /tmp/longrep_oneshot] [--quick]
+
+Prints one table and writes OUT/longrep_oneshot.json. Default sizes fit ~10 min on 2 loaded CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET_ID = 990
+CONFIG = "3d_fullres"
+PLANS = "LongRepBenchPlans"
+
+
+def write_bench_plans(src: Path, dest: Path, base_features: int) -> None:
+    """The dataset's own plans (patch, batch, topology, data identifier) with narrower stages."""
+    plans = json.loads(src.read_text())
+    plans["plans_name"] = dest.stem
+    ak = plans["configurations"][CONFIG]["architecture"]["arch_kwargs"]
+    ak["features_per_stage"] = [min(base_features * 2 ** i, 320) for i in range(ak["n_stages"])]
+    dest.write_text(json.dumps(plans, indent=1))
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="/tmp/longrep_oneshot", help="work folder (replaced)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--subjects", type=int, default=12, help="training subjects (1 labelled, all used for pairs)")
+    p.add_argument("--test-subjects", type=int, default=4)
+    p.add_argument("--shape", type=int, nargs=3, default=[32, 40, 32])
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--labelled-seed", type=int, default=0, help="picks the one labelled subject")
+    p.add_argument("--epochs", type=int, default=10, help="supervised epochs (both arms)")
+    p.add_argument("--iters", type=int, default=20, help="iterations per supervised epoch (both arms)")
+    p.add_argument("--pt-epochs", type=int, default=10, help="LongRep pretraining epochs")
+    p.add_argument("--pt-iters", type=int, default=20, help="LongRep pretraining iterations per epoch")
+    p.add_argument("--base-features", type=int, default=4,
+                   help="U-Net width of the benchmark plans (first stage; doubles per stage, nnU-Net plans 32): "
+                        "the planned topology is kept, only narrowed so that a CPU step takes < 1 s")
+    p.add_argument("--proj-width", type=int, default=256, help="projector width W (paper 2048)")
+    p.add_argument("--num-patches", type=int, default=128)
+    p.add_argument("--ft-args", default="--optimizer sgd --cs-mode sum",
+                   help="extra LongRepFinetuner options (default: nnU-Net's SGD recipe + L_cs summed each step)")
+    p.add_argument("--matched-compute", action="store_true",
+                   help="also run the baseline with pretraining's steps added to its schedule")
+    p.add_argument("--quick", action="store_true", help="tiny schedule (pipeline check, numbers meaningless)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.epochs, args.iters, args.pt_epochs, args.pt_iters, args.subjects = 2, 4, 2, 4, 6
+    return args
+
+
+def _summary_numbers(summary_file: Path) -> dict:
+    s = json.loads(summary_file.read_text())
+    out = {"dice": s["foreground_mean"]["Dice"], "dice_per_label": {k: v["Dice"] for k, v in s["mean"].items()}}
+    lon = (s.get("longitudinal") or {}).get("mean") or {}
+    out["aspc"] = {k: v.get("ASPC_pred") for k, v in lon.items()}
+    out["aspc_ref"] = {k: v.get("ASPC_ref") for k, v in lon.items()}
+    out["aspc_abs_diff"] = {k: v.get("ASPC_abs_difference") for k, v in lon.items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    os.environ.setdefault("LONGNET_COMPILE", "0")
+    import shutil
+
+    import torch
+
+    from longnet.cli.demo import call_command, demo_environment
+    from longnet.demo.synthetic import generate_demo_dataset
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    out = Path(args.out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    times: dict[str, float] = {}
+    rows: dict[str, dict] = {}
+    with demo_environment(out) as roots:
+        t0 = time.time()
+        raw = generate_demo_dataset(roots["LONGNET_RAW"], args.subjects, args.test_subjects, args.shape,
+                                    seed=args.data_seed, dataset_id=DATASET_ID)
+        pp = ["-d", str(DATASET_ID), "-c", CONFIG, "-np", "2"]
+        call_command("plan_and_preprocess", "main_plan_and_preprocess", pp + _align_flag())
+        pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"))
+        write_bench_plans(pre / "nnUNetPlans.json", pre / f"{PLANS}.json", args.base_features)
+        times["data"] = time.time() - t0
+        common = [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-device", args.device, "--disable-final-validation",
+                  "--val-iters", "2", "--no-validation-mirroring"]
+        budget = ["--labelled-subjects", "1", "--labelled-seed", str(args.labelled_seed)]
+        sched = ["--epochs", str(args.epochs), "--iters-per-epoch", str(args.iters)]
+
+        def run_arm(name: str, trainer: str, train_argv: list[str], pretrain: float = 0.0) -> None:
+            t = time.time()
+            call_command("train", "main", common + ["-tr", trainer] + train_argv)
+            train_s = time.time() - t
+            pred = out / "predictions" / name
+            t = time.time()
+            call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID),
+                                             "-c", CONFIG, "-p", PLANS, "-tr", trainer, "-f", "all", "-device", args.device,
+                                             "--disable_tta"])
+            call_command("evaluate", "main", [str(raw / "labelsTs"), str(pred), "-d", str(DATASET_ID),
+                                              "--patients", str(raw / "patientsTs.json")])
+            rows[name] = {**_summary_numbers(pred / "summary.json"), "train_s": round(train_s + pretrain, 1),
+                          "predict_eval_s": round(time.time() - t, 1)}
+
+        run_arm("nnUNetTrainer (random init)", "nnUNetTrainer", sched + budget)
+        t = time.time()
+        call_command("train", "main", [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-tr", "LongRepPretrainer", "-device",
+                                       args.device, "--epochs", str(args.pt_epochs), "--iters-per-epoch",
+                                       str(args.pt_iters), "--proj-width", str(args.proj_width), "--num-patches",
+                                       str(args.num_patches), "--val-iters", "2"])
+        pt_s = time.time() - t
+        ckpt = Path(roots["LONGNET_RESULTS"]).glob(f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/"
+                                                   "checkpoint_final.pth")
+        ckpt = next(iter(ckpt))
+        run_arm("LongRep pretrain + finetune", "LongRepFinetuner",
+                sched + budget + ["--pretrained-weights", str(ckpt)] + args.ft_args.split(), pretrain=pt_s)
+        if args.matched_compute:
+            total = args.epochs * args.iters + args.pt_epochs * args.pt_iters
+            run_arm("nnUNetTrainer, matched compute", "nnUNetTrainer",
+                    ["--epochs", str(args.epochs), "--iters-per-epoch", str(total // args.epochs)] + budget)
+    _print_table(rows)
+    result = {"settings": vars(args), "rows": rows, "data_s": round(times["data"], 1)}
+    (out / "longrep_oneshot.json").write_text(json.dumps(result, indent=2))
+    print(f"\nwritten {out / 'longrep_oneshot.json'}")
+    return 0
+
+
+def _align_flag() -> list[str]:
+    """`--align rigid` when the preprocessing offers intra-subject alignment (visits must share a grid)."""
+    import contextlib
+    import io
+
+    from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        main_plan_and_preprocess(["-h"])
+    return ["--align", "rigid"] if "--align" in buf.getvalue() else []
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+def _print_table(rows: dict[str, dict]) -> None:
+    labels = sorted({k for r in rows.values() for k in r["dice_per_label"]})
+    head = ["arm", "mean Dice"] + [f"Dice {k}" for k in labels] + [f"ASPC {k}" for k in labels] + \
+        [f"|ΔASPC| {k}" for k in labels] + ["train s"]
+    lines = [head]
+    for name, r in rows.items():
+        lines.append([name, _fmt(r["dice"])] + [_fmt(r["dice_per_label"].get(k)) for k in labels]
+                     + [_fmt(r["aspc"].get(k)) for k in labels] + [_fmt(r["aspc_abs_diff"].get(k)) for k in labels]
+                     + [f"{r['train_s']:.0f}"])
+    ref = next(iter(rows.values()))["aspc_ref"]
+    lines.append(["ground truth", "-"] + ["-" for _ in labels] + [_fmt(ref.get(k)) for k in labels]
+                 + ["-" for _ in labels] + ["-"])
+    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
+    print()
+    for i, l in enumerate(lines):
+        print(" | ".join(str(c).ljust(w) for c, w in zip(l, widths)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""`RepresentationTrainer`: base for trainers whose network turns one whole scan into an embedding vector
+(ClinImCL, LEARNER). It adds what every such method needs on top of the generic loop:
+
+- whole-scan inputs: a preprocessed case (C×Z×Y×X) resized to one fixed shape (`input_spec`, a picklable
+  `VolumeInput` by default; `CaseInputs` caches prepared inputs per process, since the same scans are
+  revisited every epoch);
+- batched, no-grad embedding of many scans (`embed_inputs`);
+- the prediction contract (`prediction_task = "embedding"`): raw images → `preprocess_case` (exactly as in
+  training) → embeddings → `embeddings.npz` + `embeddings.csv` + `trajectories.png`, with a hook for extra
+  outputs (LEARNER's change predictions).
+
+Plugins implement `build_network` (a module with `embed(x) -> N×D`), the loaders and the steps as usual.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longnet.errors import LongnetError
+from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
+from longnet.training.trainer import Trainer
+
+
+def option(options: dict, key: str, default: float) -> float:
+    """A numeric trainer option, `default` only when absent or None (an explicit 0 stays 0)."""
+    value = options.get(key)
+    return float(default if value is None else value)
+
+
+def normalise_volume(data: np.ndarray, mode: str) -> np.ndarray:
+    """`minmax`: every channel of the volume scaled to [0, 1] (constant channel → 0); `none`: unchanged."""
+    data = np.asarray(data, dtype=np.float32)
+    if mode == "none":
+        return data
+    if mode != "minmax":
+        raise ValueError(f"unknown input normalisation {mode!r}")
+    out = np.empty_like(data)
+    for c in range(data.shape[0]):
+        lo, hi = float(data[c].min()), float(data[c].max())
+        out[c] = (data[c] - lo) / (hi - lo) if hi > lo else 0.0
+    return out
+
+
+def resize_volume(data: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """C×(spatial) → C×shape with (bi/tri)linear interpolation; a no-op when the shape already matches."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(data.shape[1:]) == shape:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
+    return F.interpolate(x, size=shape, mode=mode, align_corners=False)[0].numpy()
+
+
+@dataclass(frozen=True)
+class VolumeInput:
+    """Whole scan → fixed-shape network input (normalise, then resize). A small picklable object, so loader
+    worker processes prepare inputs themselves without a copy of the trainer."""
+
+    shape: tuple[int, ...]
+    normalisation: str = "none"
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        return resize_volume(normalise_volume(data, self.normalisation), self.shape)
+
+
+class CaseInputs:
+    """Prepared inputs of preprocessed cases, cached (read-only) in the process that uses them."""
+
+    def __init__(self, index, prepare: Callable[[np.ndarray], np.ndarray], cache_bytes: int = 1 << 30):
+        self.index, self.prepare, self.cache_bytes = index, prepare, int(cache_bytes)
+        self._cache: dict[str, np.ndarray] = {}
+        self._used = 0
+
+    def get(self, case: str) -> np.ndarray:
+        hit = self._cache.get(case)
+        if hit is None:
+            hit = np.ascontiguousarray(self.prepare(np.asarray(self.index.load(case)[0])), dtype=np.float32)
+            hit.flags.writeable = False
+            while self._cache and self._used + hit.nbytes > self.cache_bytes:
+                self._used -= self._cache.pop(next(iter(self._cache))).nbytes
+            self._cache[case] = hit
+            self._used += hit.nbytes
+        return hit
+
+    def stack(self, cases: Sequence[str]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.get(c) for c in cases]))
+
+
+class RepresentationTrainer(Trainer):
+    """Trainer of a scan → embedding network (see the module docstring)."""
+
+    prediction_task: ClassVar[str] = "embedding"
+    input_normalisation: ClassVar[str] = "none"
+    num_val_iterations_per_epoch = 10
+    input_cache_bytes: ClassVar[int] = 1 << 30  # per process; inputs are small after resizing
+
+    # ----------------------------------------------------------------- hooks
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Spatial shape every scan is resized to."""
+        raise NotImplementedError(f"{type(self).__name__} must define input_shape")
+
+    def input_spec(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Picklable callable: preprocessed C×Z×Y×X case → the network's per-scan input."""
+        return VolumeInput(tuple(self.input_shape), self.input_normalisation)
+
+    def prepare_input(self, data: np.ndarray) -> np.ndarray:
+        return self.input_spec()(data)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch of prepared inputs → N×D embeddings (default: `network.embed`)."""
+        return unwrap(self.network).embed(x)
+
+    # ----------------------------------------------------------------- data helpers
+    def longitudinal_index(self, cases: Sequence[str] | None):
+        """`LongitudinalIndex` of this run's preprocessed data restricted to `cases` (no array cache: the
+        prepared inputs are cached instead)."""
+        from longnet.data.longitudinal import LongitudinalIndex
+
+        return LongitudinalIndex(self.preprocessed_dataset_folder, self.configuration_manager.data_identifier,
+                                 cases, cache_size=0)
+
+    def case_inputs(self, index) -> CaseInputs:
+        return CaseInputs(index, self.input_spec(), self.input_cache_bytes)
+
+    @torch.no_grad()
+    def embed_inputs(self, inputs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        """N×D float32 embeddings of prepared inputs, network in eval mode (its mode is restored after)."""
+        net = unwrap(self.network)
+        was_training = net.training
+        net.eval()
+        out = []
+        try:
+            for i in range(0, len(inputs), batch_size):
+                x = torch.from_numpy(np.stack(inputs[i:i + batch_size])).to(self.device)
+                out.append(self.embed(x).float().cpu().numpy())
+        finally:
+            net.train(was_training)
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def final_validation(self) -> None:
+        """`validation/summary.json`: embedding metrics (MCCD, within/between-subject distances, and the
+        distance–score-change Spearman ρ when the trainer has a `score_column`) on the validation cases."""
+        if self.output_folder is None or not self.val_cases or self.options.get("disable_final_validation"):
+            return
+        if self.dist.is_main:
+            from longnet.evaluation.embedding import embedding_summary
+            from longnet.utils.files import save_json
+
+            index = self.longitudinal_index(self.val_cases)
+            inputs = self.case_inputs(index)
+            emb = dict(zip(index.cases, self.embed_inputs([inputs.get(c) for c in index.cases])))
+            column = getattr(self, "score_column", None)
+            scores = {c: index.meta(c).get(column) for c in index.cases} if column else None
+            summary = {"task": "embedding", "split": "validation", "num_cases": len(emb),
+                       **embedding_summary(emb, index.subjects, scores)}
+            save_json(summary, self.output_folder / "validation" / "summary.json")
+        self.dist.barrier()
+
+    # ----------------------------------------------------------------- prediction contract
+    @classmethod
+    def add_prediction_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Options of `longnet_predict` for this trainer (none by default)."""
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "RepresentationTrainer":
+        """A trainer rebuilt from a checkpoint's init_args with its weights loaded (eval mode, no data attached).
+
+        `load_checkpoint_extra` runs before `build_network`, so a network whose shape depends on saved state
+        (e.g. an encoder specification) can be rebuilt without the files it was first made from."""
+        from longnet.inference.predictor import load_weights_into
+
+        ckpt = load_checkpoint(path, map_location="cpu")
+        ia = ckpt.get("init_args")
+        if not isinstance(ia, dict) or "plans" not in ia:
+            raise LongnetError("checkpoint has no init_args (not written by a longnet trainer)", path)
+        trainer = cls(ia["plans"], ia["configuration"], ia["fold"], ia["dataset_json"], device, ia.get("options"))
+        trainer.load_checkpoint_extra(ckpt.get("extra") or {})
+        net = trainer.build_network()
+        load_weights_into(net, strip_prefixes(ckpt["network_weights"]), path)
+        trainer.network = net.to(trainer.device).eval()
+        return trainer
+
+    @classmethod
+    def run_prediction(cls, model_folder: Path, folds: list[str] | None, input_folder: Path, output_folder: Path,
+                       args: argparse.Namespace, device: torch.device) -> None:
+        """Embed every raw case of `input_folder`; write embeddings.npz/.csv, trajectories.png (+ extras)."""
+        from longnet.inference.embeddings import plot_trajectories, save_embeddings
+        from longnet.inference.predictor import list_input_cases
+        from longnet.utils.files import load_json
+
+        model_folder, output_folder = Path(model_folder), Path(output_folder)
+        if output_folder.resolve() == Path(input_folder).resolve():
+            raise LongnetError("output folder must differ from the input folder", output_folder)
+        trainers = [cls.from_checkpoint(p, device) for p in _fold_checkpoints(model_folder, folds, args)]
+        for t in trainers:
+            t.configure_prediction(args)
+        dj = load_json(model_folder / "dataset.json")
+        n_channels = len(dj.get("channel_names") or dj.get("modality") or {"0": ""})
+        cases = list_input_cases(input_folder, dj.get("file_ending", ".nii.gz"), n_channels)
+        lead = trainers[0]
+        inputs = [lead.prepare_input(_preprocess_raw(files, lead)) for _, files in cases]
+        ids = [c for c, _ in cases]
+        visits = read_visits_csv(getattr(args, "visits", None))
+        subjects = subjects_for_cases(ids, getattr(args, "patients", None), visits)
+        emb = lead.embed_inputs(inputs)
+        subject_of = {c: s for s, cs in subjects.items() for c in cs}
+        columns = {"subject": [subject_of.get(c, "") for c in ids],
+                   "days": [visits.get(c, {}).get("days", "") for c in ids]}
+        output_folder.mkdir(parents=True, exist_ok=True)
+        save_embeddings(ids, emb, output_folder, columns)
+        if len(trainers) > 1:
+            print(f"{cls.__name__}: embeddings from fold {trainers[0].fold} (folds embed into different spaces)")
+        plot_trajectories(dict(zip(ids, emb)), subjects, output_folder / "trajectories.png",
+                          title=f"{cls.__name__}: {lead.embedding_description()} of {len(ids)} scans")
+        cls.write_extra_predictions(trainers, ids, inputs, subjects, visits, output_folder, args)
+        print(f"{cls.__name__}: embedded {len(ids)} case(s) into {output_folder}")
+
+    def configure_prediction(self, args: argparse.Namespace) -> None:
+        """Hook: apply this trainer's prediction options (see `add_prediction_arguments`) to the loaded model."""
+
+    def embedding_description(self) -> str:
+        """Short name of what is exported (shown in the trajectory plot's title)."""
+        return "embeddings"
+
+    @classmethod
+    def write_extra_predictions(cls, trainers: list["RepresentationTrainer"], cases: list[str],
+                                inputs: list[np.ndarray], subjects: dict[str, list[str]], visits: dict[str, dict],
+                                output_folder: Path, args: argparse.Namespace) -> None:
+        """Hook: more outputs from the same prepared inputs (e.g. per-pair classifications)."""
+
+
+def _fold_checkpoints(model_folder: Path, folds: list[str] | None, args: argparse.Namespace) -> list[Path]:
+    name = getattr(args, "checkpoint", None) or "checkpoint_final.pth"
+    if folds:
+        paths = [model_folder / f"fold_{f}" / name for f in folds]
+    else:
+        paths = sorted(p / name for p in model_folder.glob("fold_*") if (p / name).is_file())
+    if not paths:
+        raise LongnetError(f"no fold_*/{name} in the model folder", model_folder)
+    for p in paths:
+        if not p.is_file():
+            raise LongnetError("checkpoint not found", p)
+    return paths
+
+
+def _preprocess_raw(files: Sequence[Path], trainer: Trainer) -> np.ndarray:
+    from longnet.dataset.io import read_image_files
+    from longnet.preprocessing.preprocessor import preprocess_case
+
+    data, props = read_image_files(files)
+    data, _, _ = preprocess_case(data, None, props, trainer.plans, trainer.configuration_name, trainer.dataset_json)
+    return data
+
+
+def read_visits_csv(path: str | Path | None) -> dict[str, dict]:
+    """{case: {column: float or str}} of a visits CSV (`case,days,score,...`); {} without a path."""
+    if not path:
+        return {}
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise LongnetError(f"cannot read visits CSV ({e.strerror})", path) from None
+    if not rows or "case" not in rows[0]:
+        raise LongnetError("visits CSV needs a 'case' column and at least one row", path)
+    out = {}
+    for r in rows:
+        vals: dict[str, Any] = {}
+        for k, v in r.items():
+            if k == "case" or k is None:
+                continue
+            try:
+                vals[k] = float(v) if v not in ("", None) else None
+            except ValueError:
+                vals[k] = v
+        out[r["case"]] = vals
+    return out
+
+
+def subjects_for_cases(cases: Sequence[str], patients: str | Path | dict | None,
+                       visits: dict[str, dict] | None = None) -> dict[str, list[str]]:
+    """{subject: [cases in time order]} restricted to `cases`: from a patients json (order as listed, or by the
+    visits CSV's `days` when given); cases not listed are their own subject."""
+    from longnet.utils.files import load_json
+
+    table = load_json(patients) if isinstance(patients, (str, Path)) else (patients or {})
+    if not isinstance(table, dict):
+        raise LongnetError("patients file must map subject -> [case, ...]", patients)
+    present = set(cases)
+    visits = visits or {}
+    out: dict[str, list[str]] = {}
+    for subject, listed in table.items():
+        cs = [str(c) for c in listed if str(c) in present]
+        if all(isinstance(visits.get(c, {}).get("days"), float) for c in cs):
+            cs.sort(key=lambda c: visits[c]["days"])
+        if cs:
+            out[str(subject)] = cs
+    seen = {c for cs in out.values() for c in cs}
+    for c in cases:
+        if c not in seen:
+            out[c] = [c]
+    return out

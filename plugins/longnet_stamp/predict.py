@@ -1,0 +1,199 @@
+"""Prediction for the STAMP trainers (the `run_prediction` contract of `longnet_predict`).
+
+Raw images are preprocessed with `preprocess_case` and the plans exactly as in training, centre-cropped to the
+ViT input, and then
+- probe models: P(target) at the horizon, averaged over folds and prior samples of z → `predictions.csv`
+  (case, subject, horizon_days, probability, predicted_class); the class uses the mean of the folds' thresholds
+  (each chosen on its validation split by balanced accuracy);
+- pretrained STAMP / Siamese-MAE models: the encoder's CLS token of each scan (no Δt, nothing masked) →
+  `embeddings.npz` / `.csv` and `trajectories.png`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from longnet.errors import LongnetError
+from longnet.planning.plans import Plans
+from longnet.training.checkpoint import load_checkpoint, strip_prefixes
+from longnet.utils.files import atomic_path, load_json
+from longnet_stamp.config import STAMPConfig
+from longnet_stamp.data import center_crop
+from longnet_stamp.model import STAMPNet
+from longnet_stamp.probe_net import STAMPProbeNet
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--horizon-days", dest="horizon_days", type=float, default=None,
+                        help="STAMP probe: prediction horizon (default: the one the probe was trained for)")
+    parser.add_argument("--prior-samples", dest="prior_samples", type=int, default=None,
+                        help="STAMP probe: z samples from the prior averaged per scan (default: as in training)")
+    parser.add_argument("--prior-seed", dest="prior_seed", type=int, default=0,
+                        help="STAMP probe: seed of the prior samples (default 0)")
+
+
+def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
+    """Pretrained STAMP models export CLS embeddings; they take no extra options."""
+
+
+def fold_checkpoints(model_folder: Path, folds: Sequence[str] | None, name: str | None) -> list[Path]:
+    """fold_<f>/<name> for the given folds, or every fold_* that has it."""
+    name = name or "checkpoint_final.pth"
+    if folds:
+        paths = [model_folder / f"fold_{f}" / name for f in folds]
+    else:
+        paths = sorted(p / name for p in model_folder.glob("fold_*") if (p / name).is_file())
+    if not paths:
+        raise LongnetError(f"no fold_*/{name} in the model folder", model_folder)
+    for p in paths:
+        if not p.is_file():
+            raise LongnetError("checkpoint not found", p)
+    return paths
+
+
+def _config(ckpt: dict, path: Path) -> STAMPConfig:
+    cfg = (ckpt.get("extra") or {}).get("stamp_config")
+    if not cfg:
+        raise LongnetError("checkpoint has no extra.stamp_config (not written by a STAMP trainer)", path)
+    return STAMPConfig.from_dict(cfg)
+
+
+def _load(net: torch.nn.Module, ckpt: dict, path: Path, device: torch.device) -> torch.nn.Module:
+    try:
+        net.load_state_dict(strip_prefixes(ckpt["network_weights"]))
+    except RuntimeError as e:
+        raise LongnetError(f"checkpoint weights do not match the STAMP network ({str(e).splitlines()[0]})",
+                           path) from None
+    return net.to(device).eval()
+
+
+class _Inputs:
+    """Raw case files → preprocessed, centre-cropped network inputs (the training preprocessing)."""
+
+    def __init__(self, model_folder: Path, ckpt: dict, size: Sequence[int]):
+        ia = ckpt.get("init_args") or {}
+        plans_file = model_folder / "plans.json"
+        self.plans = Plans.load(plans_file) if plans_file.is_file() else Plans(ia["plans"])
+        dj_file = model_folder / "dataset.json"
+        self.dataset_json = load_json(dj_file) if dj_file.is_file() else ia["dataset_json"]
+        self.configuration = ia.get("configuration") or model_folder.name.split("__")[-1]
+        self.size = list(size)
+
+    def cases(self, input_folder: Path) -> list[tuple[str, list[Path]]]:
+        from longnet.inference.predictor import list_input_cases
+
+        dj = self.dataset_json
+        n = len(dj.get("channel_names") or dj.get("modality") or {"0": ""})
+        return list_input_cases(input_folder, dj.get("file_ending", ".nii.gz"), n)
+
+    def __call__(self, files: Sequence[Path]) -> np.ndarray:
+        from longnet.dataset.io import read_image_files
+        from longnet.preprocessing.preprocessor import preprocess_case
+
+        data, props = read_image_files(files)
+        data, _, _ = preprocess_case(data, None, props, self.plans, self.configuration, self.dataset_json)
+        return center_crop(data, self.size)
+
+
+def _subjects(ids: list[str], args: argparse.Namespace) -> dict[str, list[str]]:
+    from longnet.training.representation import read_visits_csv, subjects_for_cases
+
+    return subjects_for_cases(ids, getattr(args, "patients", None), read_visits_csv(getattr(args, "visits", None)))
+
+
+def _check_output(input_folder: Path, output_folder: Path) -> None:
+    if Path(output_folder).resolve() == Path(input_folder).resolve():
+        raise LongnetError("output folder must differ from the input folder", output_folder)
+    Path(output_folder).mkdir(parents=True, exist_ok=True)
+
+
+def predict_probe(model_folder: Path, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
+                  args: argparse.Namespace, device: torch.device) -> Path:
+    """Write output_folder/predictions.csv for every raw case of input_folder; returns its path."""
+    model_folder, output_folder, device = Path(model_folder), Path(output_folder), torch.device(device)
+    _check_output(input_folder, output_folder)
+    models, thresholds, extras, ckpts = [], [], [], []
+    for path in fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None)):
+        ckpt = load_checkpoint(path, map_location="cpu")
+        ckpts.append(ckpt)
+        extra = ckpt.get("extra") or {}
+        if "target" not in extra:
+            raise LongnetError("not a STAMPProbeTrainer checkpoint (no target in extra)", path)
+        net = STAMPProbeNet(STAMPNet(_config(ckpt, path)), extra.get("probe_heads"), extra.get("use_latent", True))
+        models.append(_load(net, ckpt, path, device))
+        thresholds.append(float(extra.get("threshold", 0.5)))
+        extras.append(extra)
+    horizon = getattr(args, "horizon_days", None)
+    horizon = float(extras[0]["horizon_days"] if horizon is None else horizon)
+    samples = getattr(args, "prior_samples", None) or int(extras[0].get("prior_samples") or 1)
+    threshold = float(np.mean(thresholds))
+    inputs = _Inputs(model_folder, ckpts[0], models[0].stamp.cfg.img_size)
+    cases = inputs.cases(Path(input_folder))
+    ids = [c for c, _ in cases]
+    subject_of = {c: s for s, cs in _subjects(ids, args).items() for c in cs}
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(int(getattr(args, "prior_seed", 0) or 0))
+    rows = []
+    try:
+        for case, files in cases:
+            x = torch.from_numpy(inputs(files))[None].to(device)
+            dt = torch.full((1,), horizon, device=device)
+            prob = float(np.mean([float(m.predict_proba(x, dt, samples)[0]) for m in models]))
+            rows.append([case, subject_of.get(case, case), f"{horizon:g}", f"{prob:.6f}", int(prob >= threshold)])
+    finally:
+        torch.random.set_rng_state(gen_state)
+    dest = output_folder / "predictions.csv"
+    with atomic_path(dest, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["case", "subject", "horizon_days", "probability", "predicted_class"])
+            w.writerows(rows)
+    print(f"STAMPProbeTrainer: {len(rows)} prediction(s) of {extras[0]['target']!r} at {horizon:g} days "
+          f"(threshold {threshold:.3f}, {len(models)} fold(s)) -> {dest}")
+    return dest
+
+
+@torch.no_grad()
+def predict_embeddings(model_folder: Path, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
+                       args: argparse.Namespace, device: torch.device) -> Path:
+    """CLS embeddings of the first fold's encoder → embeddings.npz/.csv + trajectories.png; returns the npz."""
+    from longnet.inference.embeddings import plot_trajectories, save_embeddings
+
+    model_folder, output_folder, device = Path(model_folder), Path(output_folder), torch.device(device)
+    _check_output(input_folder, output_folder)
+    path = fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None))[0]
+    ckpt = load_checkpoint(path, map_location="cpu")
+    net = _load(STAMPNet(_config(ckpt, path)), ckpt, path, device)
+    inputs = _Inputs(model_folder, ckpt, net.cfg.img_size)
+    cases = inputs.cases(Path(input_folder))
+    ids = [c for c, _ in cases]
+    emb = []
+    for _, files in cases:
+        h, _, _ = net.encoder(torch.from_numpy(inputs(files))[None].to(device))
+        emb.append(h[0, 0].float().cpu().numpy())
+    subjects = _subjects(ids, args)
+    subject_of = {c: s for s, cs in subjects.items() for c in cs}
+    npz, _ = save_embeddings(ids, np.stack(emb), output_folder, {"subject": [subject_of.get(c, c) for c in ids]})
+    plot_trajectories(dict(zip(ids, emb)), subjects, output_folder / "trajectories.png",
+                      title=f"STAMP encoder CLS embeddings of {len(ids)} scans")
+    print(f"STAMPTrainer: embedded {len(ids)} case(s) into {output_folder}")
+    return npz
+
+
+def predict_from_model_folder_adapter(cls, model_folder: Path, input_folder: Path, output_folder: Path,
+                                      folds: list[str] | None = None, device: str = "cpu",
+                                      patients: str | None = None, checkpoint_name: str = "checkpoint_final.pth",
+                                      visits: str | None = None, **_: Any) -> int:
+    """For `longnet_predict` versions that call `predict_from_model_folder` instead of `run_prediction`."""
+    parser = argparse.ArgumentParser()
+    cls.add_prediction_arguments(parser)
+    args = parser.parse_args([])
+    args.patients, args.visits, args.checkpoint = patients, visits, checkpoint_name
+    cls.run_prediction(Path(model_folder), folds, Path(input_folder), Path(output_folder), args,
+                       torch.device(device))
+    return 0

@@ -1,0 +1,211 @@
+"""`STAMPTrainer`: self-supervised pretraining of the Δt-conditioned stochastic Siamese MAE (methods.md §3).
+
+`-tr STAMPTrainer --deterministic-mae` trains the deterministic Siamese-MAE ablation (no latent, no KL).
+The checkpoint's `extra["stamp_config"]` holds the network configuration (sizes, Δt window, bins) that
+`STAMPProbeTrainer --encoder` rebuilds.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from longnet.data.longitudinal import IntraSubjectPairSampler, frozen_draws, frozen_draws_path
+from longnet.errors import LongnetError
+from longnet.training.requirements import Requirements
+from longnet.training.trainer import Trainer
+from longnet.utils.files import save_json
+from longnet_stamp.common import cache_bytes, param_groups, resolve_window, set_lr, split_index, warmup_cosine_lr
+from longnet_stamp.config import STAMPConfig, add_architecture_arguments, config_from_options
+from longnet_stamp.data import PairBatcher
+from longnet_stamp.losses import stamp_loss
+from longnet_stamp.model import STAMPNet
+from longnet_stamp.patching import patchify
+
+VAL_DRAWS = 64
+VAL_DRAW_SEED = 0  # one fixed set of validation pairs for every model compared on a split
+
+
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-days", dest="min_days", type=float, default=None,
+                        help="smallest Δt (days) of a training pair and lower end of the Δt bins "
+                             "(default: smallest gap between two visits of a subject in the training split)")
+    parser.add_argument("--max-days", dest="max_days", type=float, default=None,
+                        help="largest Δt of a pair and upper end of the Δt bins (default: largest gap)")
+
+
+class STAMPTrainer(Trainer):
+    """Pairs (x_t, x_t+Δt) of one subject; past fully visible with Δt on its CLS, future 75% masked."""
+
+    requirements = Requirements(min_visits_per_subject=2, labels="any")
+    prediction_task = "embedding"
+    num_epochs = 800
+    num_iterations_per_epoch = 250
+    num_val_iterations_per_epoch = 10
+    grad_clip_norm = 3.0
+    base_lr = 3e-4
+    betas = (0.9, 0.95)
+    weight_decay = 0.01
+    kl_beta = 0.2
+    free_bits = 0.1
+    kl_scale = 0.01
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_architecture_arguments(parser)
+        add_window_arguments(parser)
+        parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                            help="pairs per step (default: the plan's batch size; the paper used 48)")
+        parser.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 3e-4)")
+        parser.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=None,
+                            help="linear warm-up epochs (default: epochs/40, at most 20)")
+        parser.add_argument("--norm-pix-loss", dest="norm_pix_loss", action="store_true",
+                            help="reconstruct per-patch normalised targets (off by default, as the paper)")
+        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
+                            help="validation batches per epoch (default 10)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stamp_config: STAMPConfig | None = None
+        self.window: tuple[float, float] | None = None
+        self._train_index = None
+
+    # ------------------------------------------------------------------ network / optimiser
+    @property
+    def batch_size(self) -> int:
+        """Pairs per step on this process: the global batch split over DDP ranks, as the core does."""
+        from longnet.training.distributed import split_batch
+
+        total = int(self.options.get("batch_size") or self.configuration_manager.batch_size)
+        return split_batch(total, self.dist.world_size, self.dist.rank)[0]
+
+    def build_config(self) -> STAMPConfig:
+        self._train_index = split_index(self, self.train_cases)
+        self.window = resolve_window(self.options, self._train_index)
+        return config_from_options(self.options, self.num_input_channels, self.configuration_manager.patch_size,
+                                   *self.window)
+
+    def build_network(self) -> nn.Module:
+        self.stamp_config = self.build_config()
+        cfg = self.stamp_config
+        self.print(f"STAMP{' (deterministic Siamese-MAE)' if cfg.deterministic else ''}: input "
+                   f"{list(cfg.img_size)}, ViT patch {list(cfg.patch)} -> {cfg.num_patches} tokens "
+                   f"({cfg.num_visible} visible in the future scan), width {cfg.width}, depth {cfg.depth}, "
+                   f"latent {cfg.latent_vars}x{cfg.latent_classes}, Δt window {self.window[0]:g}-"
+                   f"{self.window[1]:g} days in {cfg.dt_bins} bins")
+        return STAMPNet(cfg)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(param_groups(self.network, self.weight_decay), lr=self.lr, betas=self.betas)
+        return opt, None  # the learning rate is set per iteration in training_step
+
+    @property
+    def lr(self) -> float:
+        return float(self.options.get("lr") or self.base_lr)
+
+    def _current_lr(self) -> float:
+        warm = self.options.get("warmup_epochs")
+        warm = min(20, self.num_epochs // 40) if warm is None else int(warm)
+        iters = self.num_iterations_per_epoch
+        return warmup_cosine_lr(self.num_optimizer_steps, self.lr, warm * iters, self.num_epochs * iters)
+
+    # ------------------------------------------------------------------ data
+    def _sampler(self, index) -> IntraSubjectPairSampler:
+        lo, hi = self.window
+        return IntraSubjectPairSampler(index, mode="window", min_days=lo, max_days=hi)
+
+    def train_loader(self):
+        cfg = self.stamp_config
+        sampler = self._sampler(self._train_index)
+        self.print(f"{len(sampler.subjects)} training subjects with a pair inside the Δt window")
+        batcher = PairBatcher(self._train_index, sampler, self.batch_size, cfg.img_size, cfg.num_patches, True,
+                              cache_bytes=cache_bytes())
+        return self.make_batch_iterator(batcher.make_batch, "train")
+
+    def val_draws(self):
+        """The frozen validation pairs of this fold (None if the validation split has no pair in the window)."""
+        if not self.val_cases or self.num_val_iterations_per_epoch <= 0:
+            return None, None
+        index = split_index(self, self.val_cases)
+        try:
+            sampler = self._sampler(index)
+        except LongnetError as e:
+            self.print(f"no validation pairs ({e}); per-epoch validation disabled")
+            return None, None
+        lo, hi = self.window
+        path = frozen_draws_path(self.preprocessed_dataset_folder, f"STAMP_dt{lo:g}-{hi:g}", self.fold)
+        return index, frozen_draws(sampler, VAL_DRAWS, VAL_DRAW_SEED, path)
+
+    def val_loader(self):
+        index, draws = self.val_draws()
+        if draws is None:
+            return None
+        cfg = self.stamp_config
+        batcher = PairBatcher(index, None, self.batch_size, cfg.img_size, cfg.num_patches, False, frozen=draws,
+                              cache_bytes=cache_bytes())
+        return self.make_batch_iterator(batcher.make_batch, "val")
+
+    # ------------------------------------------------------------------ steps
+    def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.network(batch["past"], batch["future"], batch["dt"], batch["noise"])
+        target = patchify(batch["future"], self.stamp_config.patch)
+        return stamp_loss(out["pred"], target, out["mask"], out.get("post_logits"), out.get("prior_logits"),
+                          self.kl_beta, self.free_bits, self.kl_scale, bool(self.options.get("norm_pix_loss")))
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        set_lr(self.optimizer, self._current_lr())
+        return self._losses(batch)
+
+    def validation_step(self, batch: dict) -> dict:
+        return {k: float(v.detach().float()) for k, v in self._losses(batch).items()}
+
+    # ------------------------------------------------------------------ checkpoints / end
+    def checkpoint_extra(self) -> dict:
+        cfg = self.stamp_config
+        return {"stamp_config": cfg.to_dict() if cfg else None,
+                "variant": "siamese_mae" if cfg and cfg.deterministic else "stamp"}
+
+    def final_validation(self) -> None:
+        """Mean losses over every frozen validation pair → validation/summary.json (rank 0)."""
+        if self.output_folder is None or not self.dist.is_main:
+            self.dist.barrier()
+            return
+        index, draws = self.val_draws()
+        summary: dict = {"trainer": self.trainer_name, "stamp_config": self.stamp_config.to_dict()}
+        if draws:
+            cfg = self.stamp_config
+            batcher = PairBatcher(index, None, self.batch_size, cfg.img_size, cfg.num_patches, False)
+            rng = np.random.default_rng(VAL_DRAW_SEED)
+            losses = []
+            self.network.eval()
+            with torch.no_grad():
+                for i in range(0, len(draws), self.batch_size):
+                    batch = self.prepare_batch(batcher.batch_from_draws(draws[i:i + self.batch_size], rng))
+                    losses.append({k: float(v) for k, v in self._losses(batch).items()})
+            summary["num_pairs"] = len(draws)
+            summary["mean"] = {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
+        save_json(summary, self.output_folder / "validation" / "summary.json")
+        self.dist.barrier()
+
+    # ------------------------------------------------------------------ prediction (embeddings)
+    @classmethod
+    def add_prediction_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        from longnet_stamp.predict import add_embedding_arguments
+
+        add_embedding_arguments(parser)
+
+    @classmethod
+    def run_prediction(cls, model_folder, folds, input_folder, output_folder, args, device) -> None:
+        """CLS embeddings of every input scan → embeddings.npz (+ a trajectory plot with --patients)."""
+        from longnet_stamp.predict import predict_embeddings
+
+        predict_embeddings(model_folder, folds, input_folder, output_folder, args, device)
+
+    @classmethod
+    def predict_from_model_folder(cls, **kwargs) -> int:
+        """Adapter for `longnet_predict` versions that call this hook instead of `run_prediction`."""
+        from longnet_stamp.predict import predict_from_model_folder_adapter
+
+        return predict_from_model_folder_adapter(cls, **kwargs)

@@ -1,0 +1,249 @@
+"""`longnet_predict -tr TFMTrainer --patients patientsTs.json`: forecast every subject's last listed visit
+(or the visit at `--target-days`) from its earlier visits.
+
+Per subject: the context visits (and the true target, when it is in the input folder) are brought onto the
+grid of the LAST CONTEXT VISIT (registered with the alignment mode the training data was preprocessed with,
+`--align` recorded in the plans; else resampled in physical space), preprocessed with `preprocess_case` and
+the plans using one crop box for all visits (as aligned preprocessing does), so they stay in voxel
+correspondence; min–max normalised per volume, integrated by the learned flow and
+written back in the last context visit's geometry, one file per channel (`{case}_{CCCC}{ending}`, the raw
+layout). Intensities are the model's [0, 1] per-volume min–max scale. Also written: `reference/` (the true
+target on the same grid and scale, for `longnet_evaluate --task forecast`), with `--with-lci` the LCI
+baseline in `lci/`, and `forecasts.json` (which visits each forecast used).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from longnet.dataset.io import read_image_files, write_image
+from longnet.errors import LongnetError
+from longnet.planning.plans import Plans
+from longnet.preprocessing.alignment import alignment_mode
+from longnet.preprocessing.preprocessor import preprocess_case
+from longnet.training.checkpoint import load_checkpoint
+from longnet.utils.files import load_json, save_json
+from longnet_tfm.data import minmax_per_channel, time_gaps
+from longnet_tfm.inference import integrate_slots, sliding_network
+from longnet_tfm.flow import reduce_slots
+from longnet_tfm.ode import METHODS
+from longnet_tfm.subjects import ForecastJob, default_visits_csv, load_days, load_patients, plan_jobs
+
+
+def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--target-days", dest="target_days", type=float, default=None,
+      help="TFM: forecast the visit at this day (context = earlier visits) instead of the last listed visit")
+    a("--with-lci", dest="with_lci", action="store_true",
+      help="TFM: also write the last-context-image baseline into OUT/lci/")
+    a("--ode-method", dest="ode_method", choices=METHODS, default=None, help="TFM: solver (default: as trained)")
+    a("--ode-steps", dest="ode_steps", type=int, default=None, help="TFM: solver steps (default: as trained)")
+    a("--reduction", choices=("mean", "last"), default=None, help="TFM: temporal reduction (default: as trained)")
+    if not any("--visits" in act.option_strings for act in parser._actions):
+        a("--visits", default=None, help="visits CSV (case,days); default: visitsTs.csv next to --patients")
+
+
+# ---------------------------------------------------------------------------- models
+def load_models(model_folder: Path, folds: list[str] | None, checkpoint_name: str,
+                device: torch.device) -> tuple[list[torch.nn.Module], dict, Plans, dict]:
+    """Networks of the requested folds (default: every fold_* with the checkpoint), the first checkpoint's
+    settings, the plans and dataset.json."""
+    from longnet_tfm.trainer import network_from_checkpoint
+
+    plans = Plans.load(model_folder / "plans.json")
+    dataset_json = load_json(model_folder / "dataset.json")
+    if folds:
+        fold_dirs = [model_folder / f"fold_{f}" for f in folds]
+    else:
+        fold_dirs = sorted(p for p in model_folder.glob("fold_*") if (p / checkpoint_name).is_file())
+        if not fold_dirs:
+            raise LongnetError(f"no fold_*/{checkpoint_name} in the model folder", model_folder)
+    nets, first = [], None
+    for d in fold_dirs:
+        ckpt = load_checkpoint(d / checkpoint_name, map_location="cpu", required=("network_weights",))
+        if ckpt.get("trainer_name") not in (None, "TFMTrainer") and not (ckpt.get("extra") or {}).get("net_config"):
+            raise LongnetError(f"checkpoint was written by {ckpt.get('trainer_name')}, not TFMTrainer", d)
+        net = network_from_checkpoint(ckpt, dataset_json).to(device).eval()
+        nets.append(net)
+        first = first or ckpt
+    return nets, first, plans, dataset_json
+
+
+def _settings(ckpt: dict, args: argparse.Namespace) -> dict:
+    opts = (ckpt.get("init_args") or {}).get("options") or {}
+    inf = (ckpt.get("extra") or {}).get("inference") or {}
+    out = {"n_context": int(inf.get("n_context") or opts.get("n_context") or 3),
+           "ode_method": inf.get("ode_method") or "euler", "ode_steps": int(inf.get("ode_steps") or 10),
+           "reduction": inf.get("reduction") or "mean"}
+    for k in ("ode_method", "ode_steps", "reduction"):
+        if getattr(args, k, None) is not None:
+            out[k] = getattr(args, k)
+    return out
+
+
+# ---------------------------------------------------------------------------- geometry
+def _sitk_channel(data: np.ndarray, c: int, props: dict) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data[c]))
+    g = props["sitk_stuff"]
+    img.SetSpacing(g["spacing"])
+    img.SetOrigin(g["origin"])
+    img.SetDirection(g["direction"])
+    return img
+
+
+def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_props: dict,
+                    alignment: str) -> np.ndarray:
+    """`data` (C×Z×Y×X with its own geometry) on the reference visit's grid: registered with longnet's
+    intra-subject alignment (`longnet.preprocessing.alignment`, the mode the training data was preprocessed
+    with), or, without alignment, resampled in physical space (identity) when the grids differ."""
+    from longnet.dataset.io import geometry_mismatch
+
+    if alignment != "none":
+        from longnet.preprocessing.alignment import align_visit
+
+        geometry = {**props["sitk_stuff"], "size": list(data.shape[1:][::-1])}
+        ref_geometry = {**ref_props["sitk_stuff"], "size": list(ref_data.shape[1:][::-1])}
+        try:
+            out, _, _ = align_visit(data, None, geometry, ref_data[0], ref_geometry, alignment)
+        except RuntimeError as e:  # SimpleITK: e.g. a blank image leaves the metric without samples
+            raise LongnetError(f"registration to the last context visit failed "
+                               f"({str(e).strip().splitlines()[-1][:200]})") from None
+        return out
+    if geometry_mismatch(data.shape[1:], props["sitk_stuff"], ref_data.shape[1:], ref_props["sitk_stuff"]) is None:
+        return data
+    ref_img = _sitk_channel(ref_data, 0, ref_props)
+    out = []
+    for c in range(data.shape[0]):
+        moved = sitk.Resample(_sitk_channel(data, c, props), ref_img, sitk.Transform(), sitk.sitkLinear, 0.0,
+                              sitk.sitkFloat32)
+        out.append(sitk.GetArrayFromImage(moved))
+    return np.stack(out).astype(np.float32)
+
+
+def export_volume(vol: np.ndarray, props: dict, plans: Plans, configuration: str, out_dir: Path, case: str,
+                  ending: str) -> list[Path]:
+    """C×(preprocessed grid) → the reference visit's original geometry, one file per channel."""
+    from longnet.inference.export import revert_cropping_and_transpose
+    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+
+    conf = plans.configuration(configuration)
+    target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
+    vol = np.asarray(vol, np.float32)
+    if list(vol.shape[1:]) != target_shape:
+        original = [float(props["spacing"][i]) for i in plans.transpose_forward]
+        current = list(conf.spacing)
+        if len(current) < len(target_shape):
+            current = [original[0], *current]
+        kwargs = dict(conf.get("resampling_fn_data_kwargs") or {"is_seg": False, "order": 3, "order_z": 0,
+                                                                "force_separate_z": None})
+        kwargs["is_seg"] = False
+        vol = np.asarray(resample_data_or_seg_to_shape(vol, target_shape, current, original, **kwargs), np.float32)
+    full = revert_cropping_and_transpose(vol, props, plans, fill=0.0)
+    paths = []
+    for c in range(full.shape[0]):
+        dest = out_dir / f"{case}_{c:04d}{ending}"
+        write_image(full[c].astype(np.float32), dest, props)
+        paths.append(dest)
+    return paths
+
+
+# ---------------------------------------------------------------------------- one subject
+def _files(input_folder: Path, case: str, n_channels: int, ending: str) -> list[Path]:
+    files = [input_folder / f"{case}_{c:04d}{ending}" for c in range(n_channels)]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise LongnetError(f"images of case {case} not found in the input folder", missing[0])
+    return files
+
+
+def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configuration: str, dataset_json: dict,
+                    alignment: str) -> dict:
+    """Context slots (filled), LCI and reference, preprocessed on ONE grid (the last context visit's, cropped
+    with the union box of all visits as preprocessing does for aligned subjects), each min–max normalised."""
+    from longnet.data.longitudinal import fill_sparse
+    from longnet.preprocessing.cropping import union_bbox
+
+    n_ch = len(dataset_json.get("channel_names") or {"0": ""})
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    present = [c for c in job.context if c is not None]
+    ref_case = job.last_context
+    ref_data, ref_props = read_image_files(_files(input_folder, ref_case, n_ch, ending))
+    cases = present + ([job.target] if job.target_exists else [])
+    arrays = []
+    for case in cases:
+        if case == ref_case:
+            arrays.append(ref_data)
+            continue
+        data, props = read_image_files(_files(input_folder, case, n_ch, ending))
+        arrays.append(bring_onto_grid(data, props, ref_data, ref_props, alignment))
+    box = union_bbox(arrays)
+    box = [box[i] for i in plans.transpose_forward]
+    vols, props = {}, None
+    for case, arr in zip(cases, arrays):
+        data, _, p = preprocess_case(arr, None, dict(ref_props), plans, configuration, dataset_json, bbox=box)
+        vols[case] = minmax_per_channel(data)
+        props = props or p
+    slots = fill_sparse([vols[c] if c is not None else None for c in job.context])
+    return {"context": np.stack(slots), "lci": vols[ref_case], "reference": vols.get(job.target),
+            "props": props, "gaps": time_gaps(job.context_days, job.target_days)}
+
+
+# ---------------------------------------------------------------------------- entry point
+def run_prediction(model_folder: Path, folds: list[str] | None, input_folder: Path, output_folder: Path,
+                   args: argparse.Namespace, device: torch.device) -> None:
+    """The prediction contract (see the module docstring)."""
+    model_folder, input_folder, output_folder = Path(model_folder), Path(input_folder), Path(output_folder)
+    if not input_folder.is_dir():
+        raise LongnetError("input folder not found", input_folder)
+    if output_folder.resolve() == input_folder.resolve():
+        raise LongnetError("output folder must differ from the input folder", output_folder)
+    device = torch.device(device)
+    checkpoint_name = getattr(args, "checkpoint", None) or "checkpoint_final.pth"
+    nets, ckpt, plans, dataset_json = load_models(model_folder, folds, checkpoint_name, device)
+    settings = _settings(ckpt, args)
+    configuration = (ckpt.get("init_args") or {}).get("configuration") or model_folder.name.split("__")[-1]
+    conf = plans.configuration(configuration)
+    options = (ckpt.get("init_args") or {}).get("options") or {}
+    patch = options.get("patch_size")
+    patch = conf.patch_size if patch in (None, "full") else [int(v) for v in str(patch).split(",")]
+    alignment = alignment_mode(plans.plans)
+    patients_path = getattr(args, "patients", None)
+    patients = load_patients(patients_path)
+    visits_csv = getattr(args, "visits", None) or default_visits_csv(patients_path)
+    days = load_days(visits_csv, patients)
+    jobs, skipped = plan_jobs(patients, days, settings["n_context"], getattr(args, "target_days", None))
+    for msg in skipped:
+        print(f"skipping subject {msg}")
+    if not jobs:
+        raise LongnetError("no subject has a visit to forecast from", patients_path)
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    conditioned = any(n.cfg.condition_on_days for n in nets)
+    record = []
+    for job in jobs:
+        item = prepare_subject(job, input_folder, plans, configuration, dataset_json, alignment)
+        ctx = torch.from_numpy(item["context"])[None].to(device)
+        gaps = torch.from_numpy(item["gaps"])[None].to(device) if conditioned else None
+        fits = all(s <= p for s, p in zip(ctx.shape[3:], patch))
+        models = nets if fits else [sliding_network(n, patch) for n in nets]
+        x1 = integrate_slots(models, ctx, gaps, settings["ode_method"], settings["ode_steps"])
+        pred = reduce_slots(x1, settings["reduction"])[0].float().cpu().numpy()
+        written = export_volume(pred, item["props"], plans, configuration, output_folder, job.target, ending)
+        if item["reference"] is not None:
+            export_volume(item["reference"], item["props"], plans, configuration, output_folder / "reference",
+                          job.target, ending)
+        if getattr(args, "with_lci", False):
+            export_volume(item["lci"], item["props"], plans, configuration, output_folder / "lci", job.target,
+                          ending)
+        record.append({"subject": job.subject, "target": job.target, "target_days": job.target_days,
+                       "target_in_input": job.target_exists, "context": job.context,
+                       "context_days": job.context_days, "geometry_of": job.last_context,
+                       "files": [p.name for p in written]})
+        print(f"{job.subject}: forecast {job.target} (day {job.target_days:g}) from "
+              f"{', '.join(c for c in job.context if c)}", flush=True)
+    save_json({"settings": settings, "checkpoint": checkpoint_name, "alignment": alignment,
+               "intensity_scale": "per-volume min-max [0, 1] of the preprocessed images", "forecasts": record},
+              output_folder / "forecasts.json")

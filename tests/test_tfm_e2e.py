@@ -1,0 +1,121 @@
+"""TFM end to end through the commands: raw demo data → plan/preprocess → longnet_train (2 epochs) →
+longnet_predict (forecast + LCI + reference) → longnet_evaluate --task forecast; and a smoke run on the real
+TCIA longitudinal set (2 visits per patient: a context of one), skipped without ../shared/data."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import SHARED_DATA
+from longnet.cli.evaluate import main as evaluate_main
+from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
+from longnet.cli.predict import main as predict_main
+from longnet.cli.train import main as train_main
+from longnet.demo.synthetic import generate_demo_dataset
+from tiny_seg_dataset import set_env
+
+TINY = ["--tiny", "--batch-size", "2", "--ode-steps", "2", "--n-context", "2", "-device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _align() -> list[str]:
+    import inspect
+
+    import longnet.cli.plan_and_preprocess as pp
+
+    return ["--align", "rigid"] if "--align" in inspect.getsource(pp) else []
+
+
+def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
+    set_env(monkeypatch, tmp_path)
+    raw = generate_demo_dataset(tmp_path / "raw", 3, 1, (12, 16, 14), seed=1, min_visits=2, max_visits=3)
+    assert main_plan_and_preprocess(["-d", "990", "-c", "3d_fullres", "-np", "1"] + _align()) == 0
+    assert train_main(["990", "3d_fullres", "all", "-tr", "TFMTrainer", "--epochs", "2", "--iters-per-epoch", "1"]
+                      + TINY) == 0
+    model = next((tmp_path / "results").glob("Dataset990_*/TFMTrainer__nnUNetPlans__3d_fullres"))
+    out = tmp_path / "forecast"
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-m", str(model), "-f", "all",
+                         "--patients", str(raw / "patientsTs.json"), "--with-lci", "-device", "cpu"]) == 0
+    patients = json.loads((raw / "patientsTs.json").read_text())
+    (subject, cases), = patients.items()
+    target, last_ctx = cases[-1], cases[-2]
+    for folder in (out, out / "lci", out / "reference"):
+        assert sorted(p.name for p in folder.glob("*.nii.gz")) == [f"{target}_0000.nii.gz", f"{target}_0001.nii.gz"]
+    # written in the geometry of the subject's last context visit
+    pred = sitk.ReadImage(str(out / f"{target}_0000.nii.gz"))
+    ctx = sitk.ReadImage(str(raw / "imagesTs" / f"{last_ctx}_0000.nii.gz"))
+    assert pred.GetSize() == ctx.GetSize() and np.allclose(pred.GetSpacing(), ctx.GetSpacing())
+    assert np.allclose(pred.GetOrigin(), ctx.GetOrigin()) and np.allclose(pred.GetDirection(), ctx.GetDirection())
+    record = json.loads((out / "forecasts.json").read_text())["forecasts"][0]
+    assert record["target"] == target and record["context"][-1] == last_ctx and record["geometry_of"] == last_ctx
+    capsys.readouterr()
+    assert evaluate_main([str(out / "reference"), str(out), "--task", "forecast"]) == 0
+    table = capsys.readouterr().out
+    assert "LCI" in table and "changed" in table
+    s = json.loads((out / "summary.json").read_text())
+    side = s["side_by_side"]
+    assert set(side["overall"]) == {"prediction", "LCI"} and {"NRMSE", "PSNR", "SSIM"} <= set(side["overall"]["LCI"])
+    assert np.isfinite(side["overall"]["prediction"]["NRMSE"]) and len(s["metric_per_case"]) == 2
+    # --target-days: forecast the second visit from the first only
+    days = {r.split(",")[0]: float(r.split(",")[1]) for r in (raw / "visitsTs.csv").read_text().splitlines()[1:]}
+    out2 = tmp_path / "forecast_days"
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out2), "-m", str(model), "-f", "all",
+                         "--patients", str(raw / "patientsTs.json"), "--target-days", str(days[cases[1]]),
+                         "-device", "cpu"]) == 0
+    rec = json.loads((out2 / "forecasts.json").read_text())["forecasts"][0]
+    assert rec["target"] == cases[1] and [c for c in rec["context"] if c] == [cases[0]]
+
+
+def _tcia_raw(root: Path) -> Path:
+    src = SHARED_DATA / "tcia_brain_tumor_progression"
+    folder = root / "Dataset993_TCIAForecast"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    patients, rows = {}, ["case,days"]
+    for entry in json.loads((src / "manifest.json").read_text()):
+        subj, tp = entry["subject"], entry["timepoint"]
+        case = f"{subj}_tp{tp}"
+        shutil.copy(src / subj / f"tp{tp}" / f"{case}_T1.nii.gz", folder / "imagesTr" / f"{case}_0000.nii.gz")
+        shutil.copy(src / subj / f"tp{tp}" / f"{case}_seg.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
+        patients.setdefault(subj, []).append(case)
+        rows.append(f"{case},{entry['days_from_tp1']}")
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1},
+                                                     "numTraining": len(rows) - 1, "file_ending": ".nii.gz"}))
+    (folder / "patientsTr.json").write_text(json.dumps(patients))
+    (folder / "visitsTr.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "tcia_brain_tumor_progression").is_dir(), reason="shared data not available")
+def test_tcia_two_visits_context_of_one(tmp_path, monkeypatch):
+    set_env(monkeypatch, tmp_path)
+    raw = _tcia_raw(tmp_path / "raw")
+    assert main_plan_and_preprocess(["-d", "993", "-c", "3d_fullres", "-np", "2"] + _align()) == 0
+    args = ["993", "3d_fullres", "all", "-tr", "TFMTrainer", "--epochs", "1", "--iters-per-epoch", "1",
+            "--patch-size", "8,32,32", "--tiny", "--batch-size", "1", "--n-context", "1", "--ode-steps", "1",
+            "-device", "cpu"]
+    assert train_main(args) == 0
+    model = next((tmp_path / "results").glob("Dataset993_*/TFMTrainer__nnUNetPlans__3d_fullres"))
+    out = tmp_path / "forecast"
+    assert predict_main(["-i", str(raw / "imagesTr"), "-o", str(out), "-m", str(model), "-f", "all",
+                         "--patients", str(raw / "patientsTr.json"), "--with-lci", "-device", "cpu"]) == 0
+    for subj in ("PGBM-001", "PGBM-003", "PGBM-006", "PGBM-008"):
+        f = out / f"{subj}_tp2_0000.nii.gz"
+        assert f.is_file() and (out / "lci" / f.name).is_file() and (out / "reference" / f.name).is_file()
+        img, ctx = sitk.ReadImage(str(f)), sitk.ReadImage(str(raw / "imagesTr" / f"{subj}_tp1_0000.nii.gz"))
+        assert img.GetSize() == ctx.GetSize()
+        assert np.isfinite(sitk.GetArrayViewFromImage(img)).all()
+    assert evaluate_main([str(out / "reference"), str(out), "--task", "forecast"]) == 0
