@@ -8,7 +8,8 @@ One script, in-process, through the real commands (methods.md §2; issue "Plugin
    offers it);
 2. train TFMTrainer on fold `all` (demo budget: small U-Net, 16×24×24 crops, lr 1e-3; see DEMO_NET);
 3. forecast every test subject's last visit from its earlier ones (`longnet_predict -tr TFMTrainer
-   --patients patientsTs.json --with-lci`), and the untrained-model forecast (= mean of the filled context);
+   --patients patientsTs.json --with-lci --with-context-mean`: also the LCI and the untrained model's forecast,
+   the mean of the filled context);
 4. `longnet_evaluate --task forecast` against the true target on the same grid; print one table: NRMSE, PSNR,
    SSIM overall and inside the region that changed (|target − LCI| > 0.1), for TFM, LCI and the context mean.
 Default budget: < 10 min on 2 loaded CPU cores (one torch thread: much faster than two when cores are shared).
@@ -73,56 +74,20 @@ def prepare_data(out: Path, n_train: int, n_test: int, shape: tuple[int, int, in
     return raw
 
 
-def predict(model_folder: Path, raw: Path, dest: Path, extra: list[str]) -> None:
-    """`longnet_predict -tr TFMTrainer ... --with-lci` (through the trainer's prediction hook if the CLI does
-    not dispatch forecasting trainers yet)."""
-    import inspect
+def predict(model_folder: Path, raw: Path, dest: Path) -> None:
+    """`longnet_predict -tr TFMTrainer --patients patientsTs.json --with-lci --with-context-mean`."""
+    from longnet.cli.predict import main as predict_main
 
-    import longnet.cli.predict as cli
-
-    argv = ["-i", str(raw / "imagesTs"), "-o", str(dest), "-m", str(model_folder), "-f", "all",
-            "--patients", str(raw / "patientsTs.json"), "--with-lci", "-device", "cpu"] + extra
-    if "run_prediction" in inspect.getsource(cli):
-        _run(cli.main, argv)
-        return
-    import torch
-
-    from longnet.registry import get_trainer
-
-    cls = get_trainer(TRAINER)
-    parser = cli.build_parser()
-    cls.add_prediction_arguments(parser)
-    args = parser.parse_args(argv)
-    print("$ (TFMTrainer.run_prediction)", " ".join(argv), flush=True)
-    cls.run_prediction(model_folder, args.folds, Path(args.input), Path(args.output), args, torch.device("cpu"))
+    _run(predict_main, ["-i", str(raw / "imagesTs"), "-o", str(dest), "-m", str(model_folder), "-f", "all",
+                        "--patients", str(raw / "patientsTs.json"), "--with-lci", "--with-context-mean",
+                        "-device", "cpu"])
 
 
-def untrained_checkpoint(model_folder: Path, dest_folder: Path) -> Path:
-    """A copy of the model folder whose weights are the untrained initialisation (output layer zero): its
-    forecast is exactly the mean of the filled context, the 'no learning' reference."""
-    import torch
-
-    from longnet_tfm.trainer import network_from_checkpoint
-
-    shutil.rmtree(dest_folder, ignore_errors=True)
-    (dest_folder / "fold_all").mkdir(parents=True)
-    for name in ("plans.json", "dataset.json"):
-        shutil.copy(model_folder / name, dest_folder / name)
-    ckpt = torch.load(model_folder / "fold_all" / "checkpoint_final.pth", weights_only=True)
-    net = network_from_checkpoint(ckpt, json.loads((model_folder / "dataset.json").read_text()))
-    with torch.no_grad():
-        net.out[-1].weight.zero_()
-        net.out[-1].bias.zero_()
-    ckpt["network_weights"] = net.state_dict()
-    torch.save(ckpt, dest_folder / "fold_all" / "checkpoint_final.pth")
-    return dest_folder
-
-
-def evaluate(pred: Path, summary: Path) -> dict:
+def evaluate(pred_dir: Path, refs: Path, summary: Path) -> dict:
     from longnet.cli.evaluate import main as evaluate_main
 
-    _run(evaluate_main, [str(pred / "reference"), str(pred), "--task", "forecast", "--baseline", str(pred / "lci"),
-                         "-o", str(summary)])
+    _run(evaluate_main, [str(refs / "reference"), str(pred_dir), "--task", "forecast", "--baseline",
+                         str(refs / "lci"), "-o", str(summary)])
     return json.loads(summary.read_text())
 
 
@@ -160,11 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     preds = out / "predictions"
     shutil.rmtree(preds, ignore_errors=True)
     t2 = time.time()
-    predict(results, raw, preds / "tfm", [])
+    predict(results, raw, preds)
     t_pred = time.time() - t2
-    predict(untrained_checkpoint(results, out / "untrained_model"), raw, preds / "untrained", [])
-    tfm = evaluate(preds / "tfm", preds / "tfm_summary.json")
-    ctx = evaluate(preds / "untrained", preds / "untrained_summary.json")
+    tfm = evaluate(preds, preds, preds / "tfm_summary.json")
+    ctx = evaluate(preds / "context_mean", preds, preds / "context_mean_summary.json")
     side, side_ctx = tfm["side_by_side"], ctx["side_by_side"]
     rows = [("TFM (trained)", side["overall"]["prediction"], side["changed"]["prediction"]),
             ("LCI", side["overall"]["LCI"], side["changed"]["LCI"]),

@@ -188,6 +188,10 @@ def test_learner_train_predict_evaluate(tiny):
     assert m["metrics"]["n"] == 4 and 0 <= m["metrics"]["macro_F1"] <= 1
     assert sum(m["target_counts"].values()) == 4
 
+    # a checkpoint that is not a LEARNERTrainer encoder is refused up front
+    assert train_main([DATASET, "3d_fullres", "0", "-tr", "LEARNERChangeTrainer", "--encoder",
+                       str(change_fold / "checkpoint_final.pth"), "-device", "cpu"]) == 1
+
     # fine-tuning variant: the encoder changes, the pretraining checkpoint does not
     assert train_main([DATASET, "3d_fullres", "0", "-tr", "LEARNERChangeTrainer", "--encoder",
                        str(fold / "checkpoint_final.pth"), "--finetune", "--batch-size", "4", "--lr", "1e-2",

@@ -152,14 +152,34 @@ def _example_installed() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _example_installed(),
-                    reason="example plugin not installed (pip install -e examples/third_party_plugin)")
-def test_example_plugin_is_discovered_and_trains(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def example_plugin(tmp_path_factory, monkeypatch):
+    """The out-of-tree example, pip-installed into a scratch folder put on sys.path (unless already installed):
+    discovery must go through its installed entry-point metadata, exactly as for a third-party package."""
+    if _example_installed():
+        return
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = tmp_path_factory.mktemp("example_site")
+    src = Path(__file__).resolve().parents[1] / "examples" / "third_party_plugin"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                           "--target", str(target), str(src)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"could not pip-install the example plugin: {proc.stderr[-500:]}")
+    monkeypatch.syspath_prepend(str(target))
+    importlib.invalidate_caches()
+
+
+def test_example_plugin_is_discovered_and_trains(example_plugin, tmp_path, monkeypatch, capsys):
     from longnet.cli.train import main as train_main
     from tiny_seg_dataset import DATASET, fold_dir, make_tiny_dataset, set_env
 
     assert plugins_main(["--json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    out = capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert "ExampleTinyTrainer" in rows, out
     assert rows["ExampleTinyTrainer"]["package"] == "longnet-example-plugin"
     assert rows["ExampleTinyTrainer"]["error"] is None
     set_env(monkeypatch, tmp_path)

@@ -109,8 +109,8 @@ def test_siamese_mae_ablation_and_random_encoder_probe(cohort):
     assert ckpt["extra"]["variant"] == "siamese_mae" and ckpt["extra"]["stamp_config"]["dt_max"] == 900.0
     assert not any(k.startswith("posterior") for k in ckpt["network_weights"])
     assert train_main([str(DID), "3d_fullres", "all", "-tr", "STAMPProbeTrainer", "--target", "converter",
-                       "--horizon-days", "365", "--random-encoder", "--epochs", "1", "--iters-per-epoch", "1",
-                       "--batch-size", "4", *TINY]) == 0
+                       "--horizon-days", "365", "--random-encoder", "--augment", "--epochs", "1",
+                       "--iters-per-epoch", "1", "--batch-size", "4", *TINY]) == 0
 
 
 def test_probe_refuses_missing_target_column(cohort, capsys):

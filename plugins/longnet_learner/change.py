@@ -92,7 +92,10 @@ class LEARNERChangeTrainer(RepresentationTrainer):
                 raise LongnetError("LEARNERChangeTrainer needs --encoder CKPT (a LEARNERTrainer checkpoint)")
             ckpt = load_checkpoint(path)
             opts = (ckpt.get("init_args") or {}).get("options") or {}
-            self._spec = {"encoder": EncoderConfig.from_options(opts).to_dict(), "score": opts.get("score") or "score",
+            encoder = (ckpt.get("extra") or {}).get("encoder")
+            if not isinstance(encoder, dict):
+                raise LongnetError("not a LEARNERTrainer checkpoint (it holds no encoder configuration)", path)
+            self._spec = {"encoder": EncoderConfig.from_dict(encoder).to_dict(), "score": opts.get("score") or "score",
                           "encoder_checkpoint": str(Path(path).resolve()), "encoder_trainer": ckpt.get("trainer_name")}
         return self._spec
 

@@ -9,7 +9,8 @@ correspondence; min–max normalised per volume, integrated by the learned flow 
 written back in the last context visit's geometry, one file per channel (`{case}_{CCCC}{ending}`, the raw
 layout). Intensities are the model's [0, 1] per-volume min–max scale. Also written: `reference/` (the true
 target on the same grid and scale, for `longnet_evaluate --task forecast`), with `--with-lci` the LCI
-baseline in `lci/`, and `forecasts.json` (which visits each forecast used).
+baseline in `lci/`, with `--with-context-mean` the untrained model's forecast (mean of the filled context)
+in `context_mean/`, and `forecasts.json` (which visits each forecast used).
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
       help="TFM: forecast the visit at this day (context = earlier visits) instead of the last listed visit")
     a("--with-lci", dest="with_lci", action="store_true",
       help="TFM: also write the last-context-image baseline into OUT/lci/")
+    a("--with-context-mean", dest="with_context_mean", action="store_true",
+      help="TFM: also write the mean of the filled context slots (= the untrained model's forecast) into "
+           "OUT/context_mean/")
     a("--ode-method", dest="ode_method", choices=METHODS, default=None, help="TFM: solver (default: as trained)")
     a("--ode-steps", dest="ode_steps", type=int, default=None, help="TFM: solver steps (default: as trained)")
     a("--reduction", choices=("mean", "last"), default=None, help="TFM: temporal reduction (default: as trained)")
@@ -238,6 +242,9 @@ def run_prediction(model_folder: Path, folds: list[str] | None, input_folder: Pa
         if getattr(args, "with_lci", False):
             export_volume(item["lci"], item["props"], plans, configuration, output_folder / "lci", job.target,
                           ending)
+        if getattr(args, "with_context_mean", False):
+            export_volume(item["context"].mean(0), item["props"], plans, configuration, output_folder / "context_mean",
+                          job.target, ending)
         record.append({"subject": job.subject, "target": job.target, "target_days": job.target_days,
                        "target_in_input": job.target_exists, "context": job.context,
                        "context_days": job.context_days, "geometry_of": job.last_context,
