@@ -51,7 +51,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20, help="iterations per supervised epoch (both arms)")
     p.add_argument("--pt-epochs", type=int, default=10, help="LongRep pretraining epochs")
     p.add_argument("--pt-iters", type=int, default=20, help="LongRep pretraining iterations per epoch")
-    p.add_argument("--base-features", type=int, default=4,
+    p.add_argument("--base-features", type=int, default=8,
                    help="U-Net width of the benchmark plans (first stage; doubles per stage, nnU-Net plans 32): "
                         "the planned topology is kept, only narrowed so that a CPU step takes < 1 s")
     p.add_argument("--proj-width", type=int, default=256, help="projector width W (paper 2048)")

@@ -1,7 +1,7 @@
 """STAMP probe benchmark: test AUROC of `converter` for STAMP, the deterministic Siamese-MAE ablation and a
 randomly initialised encoder, all probed with the same budget (methods.md §3; issue "Plugin: STAMP").
 
-    python bench/stamp_probe.py [--out /tmp/stamp_bench] [--probe-seeds 3]
+    python bench/stamp_probe.py [--out /tmp/stamp_bench] [--reuse] [--pretrain-seeds N] [--probe-seeds N]
 
 Steps (in-process, through the real trainers and `longnet_predict`'s prediction code):
 1. the synthetic demo cohort (`generate_demo_dataset`, default shape/params) with more subjects than the demo
@@ -68,7 +68,8 @@ def pretrain(out: Path, variant: str, seed: int, args) -> Path:
     """Pretrain one encoder; returns a copy of its final checkpoint (the model folder is reused)."""
     from longnet.cli.train import main as train
 
-    dest = out / "encoders" / f"{variant}_seed{seed}.pth"
+    budget = f"{args.preset}_{args.pretrain_epochs}x{args.pretrain_iters}x{args.pretrain_batch}"
+    dest = out / "encoders" / f"{variant}_seed{seed}_{budget}.pth"
     if args.reuse and dest.is_file():
         return dest
     argv = [str(DID), CONFIG, "all", "-tr", "STAMPTrainer", "-device", "cpu", "--preset", args.preset,
@@ -217,14 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-subjects", type=int, default=16)
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--pretrain-epochs", type=int, default=8)
-    ap.add_argument("--pretrain-iters", type=int, default=15)
-    ap.add_argument("--pretrain-batch", type=int, default=4)
-    ap.add_argument("--pretrain-seeds", type=int, default=2, help="pretraining repeats (seeds 12345, 12346, ...)")
+    ap.add_argument("--pretrain-epochs", type=int, default=15)
+    ap.add_argument("--pretrain-iters", type=int, default=25)
+    ap.add_argument("--pretrain-batch", type=int, default=8)
+    ap.add_argument("--pretrain-seeds", type=int, default=1, help="pretraining repeats (seeds 12345, 12346, ...)")
     ap.add_argument("--probe-epochs", type=int, default=4)
     ap.add_argument("--probe-iters", type=int, default=125)
     ap.add_argument("--probe-batch", type=int, default=32)
-    ap.add_argument("--probe-seeds", type=int, default=1, help="probe repeats per pretrained encoder")
+    ap.add_argument("--probe-seeds", type=int, default=2, help="probe repeats per pretrained encoder")
+    ap.add_argument("--control-seeds", type=int, default=1, help="probe repeats for the positive control")
     ap.add_argument("--horizon", type=float, default=730.0, help="probe horizon (days); demo converter: 730")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared, loaded cores)")
     ap.add_argument("--encoder-tokens", action="store_true",
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = add_control_target(out, raw)
         for name, src in sources(pre_seeds[0]).items():
             control[name] = [probe_once(out, raw, src, 2000 + j, args, "low_score", truth)
-                             for j in range(args.probe_seeds)]
+                             for j in range(args.control_seeds)]
     t_probe = time.time() - t0 - t_data - t_pre
 
     first = next(iter(results.values()))[0]
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["control_low_score"] = _table(
             f"positive control: 'low_score' (score below the training median, visible in one scan); "
             f"{c0['n_visits']} test visits ({c0['pos_visits']} positive); pretraining seed {pre_seeds[0]}", control)
-    logs = {f"{v}_seed{s}": _pretrain_log(p) for (v, s), p in encoders.items()}
+    logs = {f"{v}_seed{s}": _pretrain_log(p) for (v, s), p in encoders.items()}  # noqa: E741
     print("\npretraining (mean of the last 3 epochs): " + "; ".join(
         f"{v}: " + ", ".join(f"{k[6:]} {x:.4f}" for k, x in sorted(l.items())) for v, l in logs.items()))
     print(f"\ntime: data {t_data:.0f} s, pretraining {t_pre:.0f} s, probes {t_probe:.0f} s, "
