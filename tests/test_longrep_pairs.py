@@ -74,7 +74,8 @@ def test_frozen_validation_batches_repeat_every_epoch():
     assert not torch.equal(first[0]["x_a"], first[1]["x_a"])
 
 
-def test_unaligned_visits_are_padded_to_a_common_grid():
+def test_unaligned_visits_are_padded_to_a_common_grid(monkeypatch):
+    monkeypatch.setattr("longnet_longrep.pairs._warned_unaligned", False)  # warned once per process
     a, b = np.ones((1, 10, 12, 10), np.float32), np.ones((1, 12, 11, 10), np.float32)
     with pytest.warns(UserWarning, match="different grids"):
         pa, pb = common_grid([a, b])

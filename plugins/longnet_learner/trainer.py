@@ -19,6 +19,9 @@ from longnet.training.representation import CaseInputs, RepresentationTrainer, o
 from longnet_learner.losses import learner_loss
 from longnet_learner.network import PRESETS, EncoderConfig, LEARNERNet, add_encoder_arguments, build_encoder
 
+#: Weighted loss: targets m·g/ḡ have mean m. The spec's m = 0.5 asks ~14 % of a demo batch's pairs for a cosine
+#: distance above 1, out of reach for non-negative (post-ReLU) u; 0.2 keeps targets attainable (README: results).
+WEIGHTED_MARGIN = 0.2
 #: Validation draws are frozen with this seed, not the training seed: every run on a split sees the same ones.
 VALIDATION_SEED = 12345
 
@@ -94,7 +97,9 @@ class LEARNERTrainer(RepresentationTrainer):
                                  "pulled together, others pushed beyond the margin")
         parser.add_argument("--contrastive-weight", dest="contrastive_weight", type=float, default=1.0,
                             help="λ of L = MSE + λ·L_con (0 = the MSE-only baseline)")
-        parser.add_argument("--margin", type=float, default=0.5, help="m: margin / distance scale (default 0.5)")
+        parser.add_argument("--margin", type=float, default=None,
+                            help="m: plain loss margin (default 0.5) / weighted loss mean target distance (default "
+                                 f"{WEIGHTED_MARGIN}: u is post-ReLU, so cosine distances cannot exceed 1)")
         parser.add_argument("--bin-tau", dest="bin_tau", type=float, default=0.1,
                             help="plain loss: pairs with |ΔHS|/range ≤ τ count as similar (default 0.1)")
         parser.add_argument("--projector-dim", dest="projector_dim", type=int, default=0,
@@ -112,6 +117,8 @@ class LEARNERTrainer(RepresentationTrainer):
         self.score_column = str(self.options.get("score") or "score")
         self.contrastive_weight = float(self.options.get("contrastive_weight", 1.0))
         self.contrastive_kind = str(self.options.get("contrastive") or "weighted")
+        default_margin = WEIGHTED_MARGIN if self.contrastive_kind == "weighted" else 0.5
+        self.margin = option(self.options, "margin", default_margin)
         preset = PRESETS[self.options.get("preset") or "paper"]
         self.batch_size = int(self.options.get("batch_size") or preset["batch_size"])
         self.score_stats: dict | None = None
@@ -189,7 +196,7 @@ class LEARNERTrainer(RepresentationTrainer):
     def _loss(self, batch: dict) -> dict[str, torch.Tensor]:
         _, pred, feat = self.network(batch["data"])
         return learner_loss(pred, batch["score_z"], feat, batch["score"], self.score_stats["range"],
-                            self.contrastive_weight, self.contrastive_kind, float(self.options.get("margin", 0.5)),
+                            self.contrastive_weight, self.contrastive_kind, self.margin,
                             float(self.options.get("bin_tau", 0.1)), batch["subject"])
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
