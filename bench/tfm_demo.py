@@ -65,7 +65,7 @@ def prepare_data(out: Path, n_train: int, n_test: int, shape: tuple[int, int, in
 
     raw = out / "raw" / dataset_folder_name(DID)
     pre = out / "pre" / dataset_folder_name(DID)
-    if reuse and (pre / "nnUNetPlans_3d_fullres").is_dir():
+    if reuse and any(pre.glob("nnUNetPlans_3d_fullres*/plan_fingerprint.json")):
         return raw
     for p in (raw, pre):
         shutil.rmtree(p, ignore_errors=True)

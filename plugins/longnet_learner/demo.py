@@ -76,8 +76,9 @@ def run_demo(ctx):
     """Recipe row: change macro-F1 of weighted contrastive vs MSE-only pretraining (+ Spearman ρ of both)."""
     from longnet.cli.demo import RecipeResult
 
-    weighted = run_variant(ctx, "weighted", 1.0)
-    baseline = run_variant(ctx, "mse_only", 0.0)
+    epochs = max(2, ctx.settings.epochs // 2)  # two pretrainings: together about one trainer's budget
+    weighted = run_variant(ctx, "weighted", 1.0, epochs=epochs)
+    baseline = run_variant(ctx, "mse_only", 0.0, epochs=epochs)
     pictures = []
     for r in (weighted, baseline):
         src = Path(r["predictions"]) / "trajectories.png"
