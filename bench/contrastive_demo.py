@@ -20,6 +20,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,19 @@ class _Redirect:
         return False
 
 
+MARKER = ".longnet_contrastive_bench"
+
+
+def _fresh_folder(out: Path) -> None:
+    """Empty `out` if this script made it; refuse to touch a foreign non-empty folder."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise SystemExit(f"{out} exists, is not empty and was not made by this script; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by bench/contrastive_demo.py; replaced by its next run\n")
+
+
 def _stat(values) -> str:
     v = np.asarray([x for x in values if x == x], dtype=float)
     if not len(v):
@@ -81,7 +95,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)  # on 2 shared cores one thread is ~3x faster than two for these small networks
-    from longnet.cli.demo import CONFIG, SETTINGS, DemoContext, _prepare_out, call_command, demo_environment
+    from longnet.demo.recipes import CONFIG, SETTINGS, DemoContext, call_command, demo_environment
     from longnet.demo.synthetic import DEFAULT_DATASET_ID, dataset_folder_name, generate_demo_dataset
 
     t0 = time.time()
@@ -89,7 +103,7 @@ def main(argv=None) -> int:
     name = dataset_folder_name(DEFAULT_DATASET_ID)
     reuse = args.reuse and (out / "preprocessed" / name / "splits_final.json").is_file()
     if not reuse:
-        _prepare_out(out, name)
+        _fresh_folder(out)
     settings = dataclasses.replace(SETTINGS["default"], n_subjects_train=args.train_subjects,
                                    n_subjects_test=args.test_subjects, epochs=args.epochs, iters_per_epoch=args.iters)
     learner, clin = [], []
