@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from longnet.cli.demo import call_command, demo_environment
+    from longnet.demo.recipes import call_command, demo_environment
     from longnet.demo.synthetic import generate_demo_dataset
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

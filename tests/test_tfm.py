@@ -153,3 +153,57 @@ def test_frozen_validation_draws_identical_across_epochs(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGNET_RESULTS", str(tmp_path / "results2"))
     assert train_main(args + ["--seed", "7"]) == 0
     assert files[0].read_bytes() == before
+
+
+@pytest.mark.parametrize("extra", [["--condition-on-days", "--ode-method", "rk4"], ["--exact-ot"]])
+def test_training_options_run(tmp_path, monkeypatch, extra):
+    set_env(monkeypatch, tmp_path)
+    make_tiny_long_dataset(tmp_path)
+    args = [DATASET, "3d_fullres", "1", "-tr", "TFMTrainer", "--epochs", "1", "--iters-per-epoch", "1", "--tiny",
+            "--val-iters", "1", "--batch-size", "2", "--ode-steps", "1", "--disable-final-validation",
+            "-device", "cpu"] + extra
+    assert train_main(args) == 0
+    ckpt = torch.load(fold_dir(tmp_path, "TFMTrainer", "1", DATASET) / "checkpoint_final.pth", weights_only=True)
+    assert ckpt["extra"]["net_config"]["condition_on_days"] == ("--condition-on-days" in extra)
+    assert np.isfinite(ckpt["logging"]["train_loss"][0])
+
+
+def test_exact_ot_with_time_gaps_is_refused(tmp_path, monkeypatch):
+    set_env(monkeypatch, tmp_path)
+    make_tiny_long_dataset(tmp_path)
+    assert train_main([DATASET, "3d_fullres", "0", "-tr", "TFMTrainer", "--exact-ot", "--condition-on-days",
+                       "-device", "cpu"]) == 1
+
+
+def test_forecast_evaluation_side_by_side_and_changed_region(tmp_path, capsys):
+    from conftest import write_image
+    from longnet.cli.evaluate import main as evaluate_main
+    from longnet.evaluation.image import forecast_comparison
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((12, 12, 12))
+    ref[0, 0, 0], ref[0, 0, 1] = 0.0, 1.0  # range exactly [0, 1]
+    lci = ref.copy()
+    lci[4:8, 4:8, 4:8] += 0.3  # the region that changed: 64 voxels
+    pred = ref.copy()
+    pred[4:8, 4:8, 4:8] += 0.1
+    m = forecast_comparison(pred, ref, lci)
+    assert m["changed_fraction"] == pytest.approx(64 / 12 ** 3)
+    assert m["NRMSE_changed"] == pytest.approx(0.1) and m["baseline_NRMSE_changed"] == pytest.approx(0.3)
+    assert m["NRMSE"] == pytest.approx(0.1 * np.sqrt(64 / 12 ** 3)) and m["baseline_PSNR"] < m["PSNR"]
+    assert m["SSIM"] > m["baseline_SSIM"]
+    for name, arr in (("pred", pred), ("gt", ref), ("pred/lci", lci)):
+        write_image(tmp_path / name / "s1_v2_0000.nii.gz", arr.astype(np.float32))
+    mask = np.zeros_like(ref, dtype=np.uint8)
+    mask[4:6, 4:8, 4:8] = 1
+    write_image(tmp_path / "mask" / "s1_v2_0000.nii.gz", mask)
+    assert evaluate_main([str(tmp_path / "gt"), str(tmp_path / "pred"), "--task", "forecast"]) == 0
+    s = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    side = s["side_by_side"]
+    assert side["overall"]["LCI"]["NRMSE"] == pytest.approx(m["baseline_NRMSE"], rel=1e-5)
+    assert side["changed"]["prediction"]["NRMSE"] == pytest.approx(0.1, rel=1e-5)
+    assert "LCI" in capsys.readouterr().out
+    assert evaluate_main([str(tmp_path / "gt"), str(tmp_path / "pred"), "--task", "forecast", "--change-mask",
+                          str(tmp_path / "mask")]) == 0
+    s = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert s["side_by_side"]["changed"]["fraction"] == pytest.approx(32 / 12 ** 3)

@@ -95,8 +95,9 @@ def _tcia_raw(root: Path, subjects: tuple[str, ...] = ("PGBM-001", "PGBM-003")) 
         shutil.copy(src / subj / f"tp{tp}" / f"{case}_seg.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
         patients.setdefault(subj, []).append(case)
         rows.append(f"{case},{entry['days_from_tp1']}")
-    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1},
-                                                     "numTraining": len(rows) - 1, "file_ending": ".nii.gz"}))
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "file_ending": ".nii.gz",
+                                                     "labels": {"background": 0, "tumour": 1},
+                                                     "numTraining": len(rows) - 1}))
     (folder / "patientsTr.json").write_text(json.dumps(patients))
     (folder / "visitsTr.csv").write_text("\n".join(rows) + "\n")
     return folder

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import longnet.demo.segmentation  # noqa: F401  (registers the nnUNetTrainer recipe)
 from longnet.cli.common import Argv, cli_main
-from longnet.demo.recipes import (CONFIG, PLANS, RECIPE_GROUP, RECIPES, SETTINGS, DemoContext,  # noqa: F401
-                                  DemoSettings, Recipe, RecipeResult, StepFailed, StepMissing, call_command,
-                                  covered_trainers, demo_environment, load_recipe_plugins, plan_recipes, recipe,
-                                  registered_trainers)
+from longnet.demo.recipes import (CONFIG, RECIPES, SETTINGS, DemoContext, DemoSettings, RecipeResult, call_command,
+                                  demo_environment, load_recipe_plugins, plan_recipes, registered_trainers)
 from longnet.demo.synthetic import DEFAULT_DATASET_ID, dataset_folder_name, generate_demo_dataset
 from longnet.errors import LongnetError
 from longnet.utils.files import save_json

@@ -3,7 +3,6 @@
 network family and its reference numbers."""
 from __future__ import annotations
 
-from copy import deepcopy
 
 import numpy as np
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from longnet.dataset.io import read_image_files, read_seg_file
+from longnet.dataset.io import read_image_files
 from longnet.dataset.raw import RawDataset
 from longnet.fingerprint.extractor import check_finite, image_dim, load_checked_seg, parallel_map
 from longnet.errors import LongnetError

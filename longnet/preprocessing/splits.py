@@ -4,7 +4,6 @@ Folds are drawn over sorted subject ids and expanded to their cases, so no subje
 When every case is its own subject this is exactly nnU-Net's case-level split."""
 from __future__ import annotations
 
-import numpy as np
 from sklearn.model_selection import KFold
 
 

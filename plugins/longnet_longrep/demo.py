@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from longnet.cli.demo import (CONFIG, DemoContext, RecipeResult, call_command, find_progress_png,
-                              foreground_dice_from_summary)
+from longnet.demo.recipes import CONFIG, PLANS, DemoContext, RecipeResult, call_command
+from longnet.demo.segmentation import find_progress_png, foreground_dice_from_summary
 
 PRETRAINER, FINETUNER = "LongRepPretrainer", "LongRepFinetuner"
 
@@ -30,18 +30,18 @@ def run_demo(ctx: DemoContext) -> RecipeResult:
     dataset, device = str(ctx.dataset_id), ctx.device
     call_command("train", "main", [dataset, CONFIG, "all", "-tr", PRETRAINER, "-device", device,
                                    "--epochs", str(max(1, s.epochs // 2)), "--iters-per-epoch", str(s.iters_per_epoch),
-                                   "--proj-width", "256", "--num-patches", "128", "--val-iters", "2"])
+                                   "--proj-width", "256", "--num-patches", "128", "--val-iters", str(s.val_iters)])
     results = Path(os.environ["LONGNET_RESULTS"]) / ctx.dataset_name
-    ckpt = results / f"{PRETRAINER}__nnUNetPlans__{CONFIG}" / "fold_all" / "checkpoint_final.pth"
+    ckpt = results / f"{PRETRAINER}__{PLANS}__{CONFIG}" / "fold_all" / "checkpoint_final.pth"
     call_command("train", "main", [dataset, CONFIG, "all", "-tr", FINETUNER, "-device", device,
                                    "--epochs", str(s.epochs), "--iters-per-epoch", str(s.iters_per_epoch),
                                    "--pretrained-weights", str(ckpt), "--optimizer", "sgd", "--cs-mode", "sum",
-                                   "--disable-final-validation"])
+                                   "--val-iters", str(s.val_iters), "--disable-final-validation"])
     pred_dir = ctx.out / "predictions" / FINETUNER
     patients = str(ctx.raw_folder / "patientsTs.json")
     call_command("predict", "main", ["-i", str(ctx.raw_folder / "imagesTs"), "-o", str(pred_dir), "-d", dataset,
                                      "-c", CONFIG, "-tr", FINETUNER, "-f", "all", "-device", device,
-                                     "--patients", patients])
+                                     "--patients", patients] + ([] if s.tta else ["--disable_tta"]))
     call_command("evaluate", "main", [str(ctx.raw_folder / "labelsTs"), str(pred_dir), "-d", dataset,
                                       "--patients", patients])
     summary = pred_dir / "summary.json"

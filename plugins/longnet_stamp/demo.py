@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from longnet.cli.demo import CONFIG, DemoContext, RecipeResult, call_command
+from longnet.demo.recipes import CONFIG, DemoContext, RecipeResult, call_command
 from longnet.demo.synthetic import CONVERTER_HORIZON_DAYS
 
 TARGET = "converter"

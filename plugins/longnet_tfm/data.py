@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from longnet.errors import LongnetError
 from longnet.data.longitudinal import LongitudinalIndex, SequenceDraw, fill_sparse, random_crop_aligned
+from longnet.errors import LongnetError
 
 
 def minmax_per_channel(data: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ def run_demo(ctx):
     """Recipe row: test NRMSE of TFM vs LCI (side-by-side table with PSNR/SSIM in the evaluate output)."""
     import torch
 
-    from longnet.cli.demo import RecipeResult, call_command
+    from longnet.demo.recipes import RecipeResult, call_command
 
     s = ctx.settings
     quick = s.epochs * s.iters_per_epoch < 30
@@ -47,6 +47,39 @@ def run_demo(ctx):
     call_command("evaluate", "main", [str(pred / "reference"), str(pred), "--task", "forecast"])
     summary = json.loads((pred / "summary.json").read_text())
     overall = summary["side_by_side"]["overall"]
-    n = len(json.loads((pred / "forecasts.json").read_text())["forecasts"])
-    return RecipeResult(f"forecast images of {n} test subjects (+ LCI, reference)", "test NRMSE (lower is better)",
-                        overall["prediction"]["NRMSE"], overall["LCI"]["NRMSE"], "LCI", [], pred)
+    forecasts = json.loads((pred / "forecasts.json").read_text())["forecasts"]
+    pictures = [forecast_picture(pred, forecasts[0]["target"], Path(ctx.pictures) / f"forecast_{TRAINER}.png")]
+    return RecipeResult(f"forecast images of {len(forecasts)} test subjects (+ LCI, reference)",
+                        "test NRMSE (lower is better)", overall["prediction"]["NRMSE"], overall["LCI"]["NRMSE"],
+                        "LCI", pictures, pred)
+
+
+def forecast_picture(pred: Path, case: str, dest: Path, channel: int = 1) -> Path:
+    """Middle slice of LCI, TFM forecast and true target, and the two absolute errors, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    name = f"{case}_{channel:04d}.nii.gz"
+    if not (pred / name).is_file():
+        name = f"{case}_0000.nii.gz"
+    read = lambda p: sitk.GetArrayFromImage(sitk.ReadImage(str(p)))  # noqa: E731
+    lci, tfm, ref = read(pred / "lci" / name), read(pred / name), read(pred / "reference" / name)
+    z = ref.shape[0] // 2
+    panels = [("LCI (last context)", lci[z], "gray", 1), ("TFM forecast", tfm[z], "gray", 1),
+              ("true target", ref[z], "gray", 1), ("|LCI - target|", abs(lci[z] - ref[z]), "magma", 0.3),
+              ("|TFM - target|", abs(tfm[z] - ref[z]), "magma", 0.3)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    for ax, (title, img, cmap, vmax) in zip(axes, panels):
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{case}: forecast of the last visit from the earlier ones (slice {z}, [0, 1] intensities)",
+                 fontsize=10)
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=90)
+    plt.close(fig)
+    return dest

@@ -29,8 +29,8 @@ from longnet.preprocessing.preprocessor import preprocess_case
 from longnet.training.checkpoint import load_checkpoint
 from longnet.utils.files import load_json, save_json
 from longnet_tfm.data import minmax_per_channel, time_gaps
-from longnet_tfm.inference import integrate_slots, sliding_network
 from longnet_tfm.flow import reduce_slots
+from longnet_tfm.inference import integrate_slots, sliding_network
 from longnet_tfm.ode import METHODS
 from longnet_tfm.subjects import ForecastJob, default_visits_csv, load_days, load_patients, plan_jobs
 

@@ -26,7 +26,7 @@ from longnet.training.requirements import Requirements
 from longnet.training.schedulers import WarmupCosineScheduler
 from longnet.training.trainer import Trainer
 from longnet_tfm.data import SequenceBatchBuilder
-from longnet_tfm.flow import broadcast_target, exact_ot_permutation, fold_slots, interpolate, reduce_slots
+from longnet_tfm.flow import broadcast_target, exact_ot_permutation, fold_slots, interpolate
 from longnet_tfm.inference import forecast
 from longnet_tfm.ode import METHODS
 from longnet_tfm.unet import TFMNetConfig, TFMUNet

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 
 def sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """[cos(t·ω_k), sin(t·ω_k)], ω_k = exp(−ln P · k/(dim/2)), k < dim/2 (methods.md §0); shape (*t.shape, dim)."""
+    """[cos(t·ω_k), sin(t·ω_k)], ω_k = exp(−ln P · k/(dim/2)), k < dim/2 (methods.md §0): (*t.shape, dim)."""
     half = dim // 2
     k = torch.arange(half, device=t.device, dtype=torch.float32)
     freqs = torch.exp(-math.log(max_period) * k / half)
