@@ -1,8 +1,8 @@
 """nnU-Net's augmentation recipe built from batchgeneratorsv2 transforms (per sample, torch tensors, on the CPU).
 
 The transforms take `{"image": C×..., "segmentation": 1×...}` tensors and return the final patch; the sampler
-only cuts an enlarged box around it. A GPU path can later replace `training_transforms` with a batched
-implementation applied in `Trainer.prepare_batch` without touching the sampler.
+only cuts an enlarged box around it. On CUDA, `longnet.data.batch_augmentation` applies the same recipe to
+whole batches on the device instead (the sampler then only crops); both read `augmentation_recipe`.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, 
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
 from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
+
+from longnet.data.augmentation_recipe import NNUNET_RECIPE, AugmentationRecipe
 
 ANISO_THRESHOLD = 3  # patch edge ratio above which 3D patches get in-plane ("dummy 2D") spatial augmentation
 
@@ -94,8 +96,9 @@ def _label_transforms(regions, ignore_label, ds_scales) -> list[BasicTransform]:
     return out
 
 
-def spatial_transforms(patch_size: list[int], aug: SpatialAugConfig, p_rotation: float = 0.2,
-                       p_scaling: float = 0.2, scaling: tuple[float, float] = (0.7, 1.4)) -> list[BasicTransform]:
+def spatial_transforms(patch_size: list[int], aug: SpatialAugConfig, p_rotation: float = NNUNET_RECIPE.p_rotation,
+                       p_scaling: float = NNUNET_RECIPE.p_scaling,
+                       scaling: tuple[float, float] = NNUNET_RECIPE.scaling) -> list[BasicTransform]:
     """nnU-Net's rotation/scaling step that cuts the final patch from the centre of the enlarged one.
 
     Shared by `training_transforms` and `longnet.data.longitudinal.paired_spatial_augment` so segmentation
@@ -114,35 +117,40 @@ def spatial_transforms(patch_size: list[int], aug: SpatialAugConfig, p_rotation:
 
 
 def mirror_transforms(aug: SpatialAugConfig) -> list[BasicTransform]:
-    """Random flips along the configured axes (empty when mirroring is off)."""
+    """Random flips along the configured axes, each with probability 0.5 (empty when mirroring is off)."""
+    assert NNUNET_RECIPE.p_mirror_per_axis == 0.5  # batchgeneratorsv2's MirrorTransform hard-codes it
     return [MirrorTransform(allowed_axes=aug.mirror_axes)] if aug.mirror_axes else []
 
 
 def training_transforms(patch_size: list[int], aug: SpatialAugConfig, ds_scales: list | None,
                         use_mask_for_norm: list[bool] | None = None, regions: list | None = None,
-                        ignore_label: int | None = None) -> BasicTransform:
+                        ignore_label: int | None = None, recipe: AugmentationRecipe = NNUNET_RECIPE) -> BasicTransform:
     """nnU-Net's training augmentation (probabilities from nnU-Net 2.x, no elastic deformation)."""
-    t: list[BasicTransform] = spatial_transforms(patch_size, aug)
+    r = recipe
+    t: list[BasicTransform] = spatial_transforms(patch_size, aug, r.p_rotation, r.p_scaling, r.scaling)
     ignore_axes = (0,) if aug.dummy_2d else None
     t += [
-        RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1, synchronize_channels=True),
-                        apply_probability=0.1),
-        RandomTransform(GaussianBlurTransform(blur_sigma=(0.5, 1.0), synchronize_channels=False,
-                                              synchronize_axes=False, p_per_channel=0.5, benchmark=True),
-                        apply_probability=0.2),
-        RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast((0.75, 1.25)),
+        RandomTransform(GaussianNoiseTransform(noise_variance=r.noise_sd, p_per_channel=1, synchronize_channels=True),
+                        apply_probability=r.p_noise),
+        RandomTransform(GaussianBlurTransform(blur_sigma=r.blur_sigma, synchronize_channels=False,
+                                              synchronize_axes=False, p_per_channel=r.p_blur_per_channel,
+                                              benchmark=True),
+                        apply_probability=r.p_blur),
+        RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast(r.brightness),
                                                           synchronize_channels=False, p_per_channel=1),
-                        apply_probability=0.15),
-        RandomTransform(ContrastTransform(contrast_range=BGContrast((0.75, 1.25)), preserve_range=True,
-                                          synchronize_channels=False, p_per_channel=1), apply_probability=0.15),
-        RandomTransform(SimulateLowResolutionTransform(scale=(0.5, 1), synchronize_channels=False,
+                        apply_probability=r.p_brightness),
+        RandomTransform(ContrastTransform(contrast_range=BGContrast(r.contrast), preserve_range=True,
+                                          synchronize_channels=False, p_per_channel=1),
+                        apply_probability=r.p_contrast),
+        RandomTransform(SimulateLowResolutionTransform(scale=r.low_resolution_scale, synchronize_channels=False,
                                                        synchronize_axes=True, ignore_axes=ignore_axes,
-                                                       allowed_channels=None, p_per_channel=0.5),
-                        apply_probability=0.25),
-        RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=1, synchronize_channels=False,
-                                       p_per_channel=1, p_retain_stats=1), apply_probability=0.1),
-        RandomTransform(GammaTransform(gamma=BGContrast((0.7, 1.5)), p_invert_image=0, synchronize_channels=False,
-                                       p_per_channel=1, p_retain_stats=1), apply_probability=0.3),
+                                                       allowed_channels=None,
+                                                       p_per_channel=r.p_low_resolution_per_channel),
+                        apply_probability=r.p_low_resolution),
+        RandomTransform(GammaTransform(gamma=BGContrast(r.gamma), p_invert_image=1, synchronize_channels=False,
+                                       p_per_channel=1, p_retain_stats=1), apply_probability=r.p_gamma_inverted),
+        RandomTransform(GammaTransform(gamma=BGContrast(r.gamma), p_invert_image=0, synchronize_channels=False,
+                                       p_per_channel=1, p_retain_stats=1), apply_probability=r.p_gamma),
     ]
     t += mirror_transforms(aug)
     if use_mask_for_norm and any(use_mask_for_norm):

@@ -78,4 +78,7 @@ class SegmentationPatchSampler:
             target = [torch.stack([s[i] for s in segs]) for i in range(len(segs[0]))]
         else:
             target = torch.stack(segs)
-        return {"data": data, "target": target, "keys": keys}
+        batch = {"data": data, "target": target, "keys": keys}
+        if self.transforms is None:  # augmented later, batched on the device (`BatchAugmenter`), from this seed
+            batch["aug_seed"] = int(rng.integers(2 ** 62))
+        return batch

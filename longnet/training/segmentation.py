@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from longnet.data.augmentation import spatial_aug_config, training_transforms, validation_transforms
+from longnet.data.batch_augmentation import BatchAugmenter
 from longnet.data.dataset_index import select_labelled_subjects
 from longnet.data.segmentation import SegmentationPatchSampler, foreground_flags
 from longnet.planning.network import build_network_from_architecture
@@ -40,6 +41,10 @@ class nnUNetTrainer(Trainer):
                             help="skip the full-image validation after training")
         parser.add_argument("--no-validation-mirroring", dest="no_validation_mirroring", action="store_true",
                             help="final validation without mirroring test-time augmentation (faster)")
+        parser.add_argument("--augmentation", choices=["auto", "cpu", "gpu"], default="auto",
+                            help="where training augmentation runs: 'cpu' = per sample in the loader workers "
+                                 "(nnU-Net's way), 'gpu' = batched on the training device after the transfer "
+                                 "(also works on a CPU device), 'auto' (default) = gpu on CUDA, cpu otherwise")
         parser.add_argument("--labelled-subjects", dest="labelled_subjects", type=int, default=None,
                             help="label budget for one-/few-shot runs: use the labels of only N subjects of the "
                                  "training split (chosen by --labelled-seed); the others count as unlabelled")
@@ -56,6 +61,7 @@ class nnUNetTrainer(Trainer):
         self.regions = lm.foreground_regions if lm.has_regions else None
         self.ignore_label = lm.ignore_label
         self.skipped_unlabelled = 0
+        self.batch_augmenter: BatchAugmenter | None = None
 
     # ------------------------------------------------------------------ network, optimiser, loss
     def build_network(self) -> nn.Module:
@@ -99,7 +105,12 @@ class nnUNetTrainer(Trainer):
         conf = self.configuration_manager
         local_bs, offset = split_batch(conf.batch_size, self.dist.world_size, self.dist.rank)
         flags = foreground_flags(conf.batch_size, offset, local_bs, self.oversample_foreground_percent)
-        if train:
+        if train and self.augments_on_device:
+            self.batch_augmenter = BatchAugmenter(conf.patch_size, self.aug, self.deep_supervision_scales,
+                                                  conf.use_mask_for_norm, self.regions, self.ignore_label)
+            transforms, patch = None, self.aug.initial_patch_size
+            self.print(f"training augmentation: batched on {self.device.type} (--augmentation)")
+        elif train:
             transforms = training_transforms(conf.patch_size, self.aug, self.deep_supervision_scales,
                                              conf.use_mask_for_norm, self.regions, self.ignore_label)
             patch = self.aug.initial_patch_size
@@ -110,6 +121,20 @@ class nnUNetTrainer(Trainer):
         if self.ignore_label is not None and not self.regions:
             fg = [c for c in self.label_manager.foreground_labels]
         return SegmentationPatchSampler(self.data_folder, cases, patch, conf.patch_size, flags, transforms, fg)
+
+    @property
+    def augments_on_device(self) -> bool:
+        """Batched augmentation after the transfer (`--augmentation`; default on CUDA): the GPU never waits for
+        per-sample CPU augmentation, whatever the number of cores."""
+        choice = self.options.get("augmentation") or "auto"
+        return choice == "gpu" or (choice == "auto" and self.device.type == "cuda")
+
+    def prepare_batch(self, batch):
+        batch = super().prepare_batch(batch)
+        if isinstance(batch, dict) and "aug_seed" in batch and self.batch_augmenter is not None:
+            data, target = self.batch_augmenter(batch["data"], batch["target"], batch["aug_seed"])
+            batch = {**batch, "data": data, "target": target}
+        return batch
 
     def labelled_training_cases(self) -> list[str]:
         """Labelled training cases, limited to `--labelled-subjects` subjects when a label budget is set."""

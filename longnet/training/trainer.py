@@ -149,7 +149,7 @@ class Trainer(TrainerStateMixin):
         """Restore what `checkpoint_extra` saved."""
 
     def prepare_batch(self, batch: Any) -> Any:
-        """Move a batch to the device (a GPU augmentation trainer would augment here)."""
+        """Move a batch to the device (trainers that augment on the device do it here, after the transfer)."""
         return _to_device(batch, self.device)
 
     def backward_and_step(self, loss: torch.Tensor) -> None:
