@@ -86,3 +86,40 @@ def test_poly_schedule():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([1e-2, 1e-2 * 0.9 ** 0.9, 1e-2 * 0.8 ** 0.9])
+
+
+def _ddp_batch_dice_worker(rank: int, port: int, logits: torch.Tensor, target: torch.Tensor, out: str) -> None:
+    import torch.distributed as tdist
+
+    torch.set_num_threads(1)  # as longnet's own DDP workers: a forked OpenMP pool must be re-created
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        x = logits[rank:rank + 1].clone().requires_grad_(True)
+        loss = SoftDiceLoss(lambda t: torch.softmax(t, 1), batch_dice=True, do_bg=False)(x, target[rank:rank + 1])
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": x.grad}, f"{out}.{rank}")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_batch_dice_under_ddp_is_the_global_batch_dice(tmp_path):
+    """Two gloo ranks with one sample each get the loss (and gradient) of one process holding both samples."""
+    import torch.multiprocessing as mp
+
+    from longnet.training.distributed import free_port
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 6, 6, 6, generator=g)
+    target = torch.randint(0, 3, (2, 1, 6, 6, 6), generator=g)
+    target[1] = 0  # rank 1 alone has no foreground: its local batch Dice would differ a lot
+    whole = logits.clone().requires_grad_(True)
+    ref = SoftDiceLoss(lambda t: torch.softmax(t, 1), batch_dice=True, do_bg=False)(whole, target)
+    ref.backward()
+    out = str(tmp_path / "r")
+    mp.start_processes(_ddp_batch_dice_worker, args=(free_port(), logits, target, out), nprocs=2,
+                       start_method="fork")
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert torch.allclose(got["loss"], ref.detach(), atol=1e-6)
+        # DDP averages gradients over ranks; the all-reduce's backward sums them, so rank grads = world × ref grad
+        assert torch.allclose(got["grad"][0] / 2, whole.grad[rank], atol=1e-6)

@@ -8,6 +8,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def _ddp_world() -> int:
+    import torch.distributed as tdist
+
+    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
+
+
+class AllReduceSum(torch.autograd.Function):
+    """Sum over DDP ranks whose backward sums the gradients too (each rank's inputs affect every rank's loss)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as tdist
+
+        out = t.clone()
+        tdist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as tdist
+
+        grad = grad.clone()
+        tdist.all_reduce(grad)
+        return grad
+
+
 class SoftDiceLoss(nn.Module):
     """Negative mean soft Dice over classes; batch_dice sums over the batch too (nnU-Net's memory-efficient form)."""
 
@@ -38,6 +64,8 @@ class SoftDiceLoss(nn.Module):
         sum_pred = x.sum(axes)
         if self.batch_dice:
             intersect, sum_pred, sum_gt = intersect.sum(0), sum_pred.sum(0), sum_gt.sum(0)
+            if _ddp_world() > 1:  # batch Dice over the *global* batch, as on one GPU (gradients flow back too)
+                intersect, sum_pred, sum_gt = (AllReduceSum.apply(t) for t in (intersect, sum_pred, sum_gt))
         dc = (2 * intersect + self.smooth) / (sum_gt + sum_pred + self.smooth).clamp_min(1e-8)
         return -dc.mean()
 
