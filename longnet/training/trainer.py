@@ -333,7 +333,8 @@ class Trainer(TrainerStateMixin):
         if "loss" not in out:
             raise KeyError(f"{type(self).__name__}.training_step must return a dict with a 'loss' entry")
         self.backward_and_step(out["loss"])
-        return {k: float(v.detach().float().item()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+        # detached device tensors, read back once per epoch: a per-step .item() would stall the GPU queue
+        return {k: v.detach().float() if torch.is_tensor(v) else float(v) for k, v in out.items()}
 
     def _validate_one(self, batch: dict) -> dict:
         with torch.no_grad(), runtime.autocast(self.device, self.amp_dtype):
@@ -353,11 +354,12 @@ class Trainer(TrainerStateMixin):
             out = self._guarded(self._train_one, self.prepare_batch(next(train_iter)))
             self.num_optimizer_steps += 1
             outputs.append(out)
-            bar.set_postfix(loss=f"{out['loss']:.4f}")
+            if not bar.disable and it % 10 == 0:
+                bar.set_postfix(loss=f"{float(out['loss']):.4f}")
             if self._stop_now():
-                self.save_checkpoint("checkpoint_latest.pth", epoch, it + 1, outputs)
+                self.save_checkpoint("checkpoint_latest.pth", epoch, it + 1, _as_floats(outputs))
                 raise TrainingInterrupted()
-        train_metrics = self._mean_over_ranks(outputs)
+        train_metrics = self._mean_over_ranks(_as_floats(outputs))
         for k, v in train_metrics.items():
             self.logger.log(f"train_{k}", v, epoch)
         if self.lr_scheduler is not None:
@@ -390,6 +392,20 @@ class Trainer(TrainerStateMixin):
             return local
         all_means = self.dist.all_gather_object(local)
         return {k: float(np.mean([m[k] for m in all_means])) for k in local}
+
+
+def _as_floats(outputs: list[dict]) -> list[dict[str, float]]:
+    """Per-step outputs as plain floats (one device read per key for the whole epoch)."""
+    floats: list[dict[str, float]] = [{} for _ in outputs]
+    for k in (outputs[0] if outputs else {}):
+        vals = [o[k] for o in outputs]
+        if all(torch.is_tensor(v) for v in vals):
+            column = torch.stack([v.reshape(()) for v in vals]).cpu().tolist()
+        else:  # resumed epochs start with floats from the checkpoint
+            column = [float(v) for v in vals]
+        for d, v in zip(floats, column):
+            d[k] = v
+    return floats
 
 
 def _main_thread() -> bool:
