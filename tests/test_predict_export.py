@@ -207,3 +207,48 @@ def test_predictor_from_trainer_uses_live_network():
     logits = predictor.predict_preprocessed(np.random.default_rng(0).normal(size=(1, 6, 10, 9)).astype(np.float32))
     assert logits.shape == (3, 6, 10, 9) and logits.dtype == torch.float32
     assert net.training  # the trainer's mode is restored
+
+
+@pytest.mark.parametrize("target_spacing", [None, (2.0, 1.0, 1.0), (1.5, 0.6, 0.7)])
+def test_device_segmentation_agrees_with_the_nnunet_resampling_path(tmp_path, target_spacing):
+    """The GPU export path (torch resampling + argmax, run here on the CPU) against nnU-Net's numpy path."""
+    from scipy.ndimage import gaussian_filter
+
+    from longnet.inference.export import convert_logits, segmentation_on_device, revert_cropping_and_transpose
+
+    img_file, _ = _case_with_geometry(tmp_path, (1.0, 0.8, 2.5))  # z 2.5 vs 0.8 in-plane: separate z
+    data, props = read_image_files([img_file])
+    plans = Plans(tiny_plans(spacing=target_spacing or [props["spacing"][i] for i in (0, 1, 2)]))
+    conf = plans.configuration("3d_fullres")
+    pdata, _, pprops = preprocess_case(data, None, props, plans, "3d_fullres", DJ)
+    rng = np.random.default_rng(0)
+    logits = np.stack([gaussian_filter(rng.normal(size=pdata.shape[1:]), 2) for _ in range(3)]).astype(np.float32)
+    lm = LabelManager.from_dataset_json(DJ)
+    ref, _ = convert_logits(torch.from_numpy(logits), pprops, plans, conf, lm)
+    cropped = segmentation_on_device(torch.from_numpy(logits), pprops, plans, conf, lm)
+    assert (cropped.shape != logits.shape[1:]) == (target_spacing is not None)  # resampled unless same spacing
+    got = revert_cropping_and_transpose(cropped, pprops, plans)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert (got == ref).mean() >= 0.999
+
+
+def test_predictor_segment_on_device_writes_the_same_files(tmp_path):
+    from longnet.inference.predictor import Predictor
+
+    plans = tiny_plans(spacing=(2.0, 1.0, 1.0))
+    conf = plans["configurations"]["3d_fullres"]
+    folder = tmp_path / "T__tinyPlans__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps(DJ))
+    torch.manual_seed(0)
+    net = build_network_from_architecture(conf["architecture"], 1, 3, deep_supervision=False)
+    torch.save({"network_weights": net.state_dict(), "trainer_name": "T", "inference_allowed_mirroring_axes": [0]},
+               folder / "fold_0" / "checkpoint_final.pth")
+    img_file, _ = _case_with_geometry(tmp_path, (1.0, 0.8, 2.5))
+    outs = []
+    for on_device in (False, True):
+        predictor = Predictor.from_model_folder(folder, device="cpu", segment_on_device=on_device)
+        outs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(
+            predictor.predict_files([("img", [img_file])], tmp_path / f"out{on_device}")[0]))))
+    assert outs[0].shape == outs[1].shape and (outs[0] == outs[1]).mean() >= 0.999

@@ -67,6 +67,33 @@ def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configur
     return np.asarray(out, dtype=np.float32)
 
 
+def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, configuration: ConfigurationPlan,
+                           label_manager: LabelManager) -> np.ndarray | None:
+    """Resample the logits and take the argmax (or paint regions) where they are (the GPU), so only a small label
+    map crosses to the host; None when the plan's resampling has no torch equivalent (then use `convert_logits`)."""
+    from longnet.preprocessing.resampling import resample_logits_torch
+
+    target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
+    original_spacing = [float(props["spacing"][i]) for i in plans.transpose_forward]
+    current_spacing = list(configuration.spacing)
+    if len(current_spacing) < len(target_shape):
+        current_spacing = [original_spacing[0], *current_spacing]
+    kwargs = dict(configuration.get("resampling_fn_probabilities_kwargs") or {"order": 1, "order_z": 0})
+    resampled = resample_logits_torch(logits, target_shape, current_spacing, original_spacing,
+                                      int(kwargs.get("order", 1)), int(kwargs.get("order_z", 0)),
+                                      kwargs.get("force_separate_z"))
+    if resampled is None:
+        return None
+    if label_manager.has_regions:
+        seg = torch.zeros(resampled.shape[1:], dtype=torch.int32, device=resampled.device)
+        for i, c in enumerate(label_manager.regions_class_order):
+            seg[resampled[i] > 0] = c  # sigmoid(x) > 0.5  <=>  x > 0
+    else:
+        seg = resampled.argmax(0)
+    dtype = np.uint8 if max(label_manager.all_labels) < 255 else np.uint16
+    return seg.cpu().numpy().astype(dtype)
+
+
 def revert_cropping_and_transpose(arr: np.ndarray, props: dict, plans: Plans, fill: float = 0) -> np.ndarray:
     """Paste a (C×)cropped array into the uncropped volume at the bbox and restore the input's axis order."""
     has_channels = arr.ndim == len(props["shape_before_cropping"]) + 1
@@ -102,11 +129,15 @@ def convert_logits(logits, props: dict, plans: Plans, configuration: Configurati
 
 def export_prediction(logits, props: dict, plans: Plans, configuration: ConfigurationPlan,
                       label_manager: LabelManager, output_file: str | Path,
-                      save_probabilities: bool = False) -> Path:
+                      save_probabilities: bool = False, cropped_segmentation: np.ndarray | None = None) -> Path:
     """Write `output_file` (a label map with the input's spacing/origin/direction), plus `<case>.npz`
-    (`probabilities`) and `<case>.json` (properties) next to it if asked. Every file is written atomically."""
+    (`probabilities`) and `<case>.json` (properties) next to it if asked. Every file is written atomically.
+    `cropped_segmentation` (from `segmentation_on_device`) replaces `logits` when no probabilities are saved."""
     output_file = Path(output_file)
-    seg, probs = convert_logits(logits, props, plans, configuration, label_manager, save_probabilities)
+    if cropped_segmentation is not None and not save_probabilities:
+        seg, probs = revert_cropping_and_transpose(cropped_segmentation, props, plans), None
+    else:
+        seg, probs = convert_logits(logits, props, plans, configuration, label_manager, save_probabilities)
     if probs is not None:
         name = output_file.name
         for ending in (".nii.gz", ".nii", ".mha", ".nrrd"):

@@ -20,7 +20,7 @@ import torch.nn as nn
 from longnet.dataset.labels import LabelManager
 from longnet.dataset.raw import validate_case_id
 from longnet.errors import LongnetError
-from longnet.inference.export import export_prediction
+from longnet.inference.export import export_prediction, segmentation_on_device
 from longnet.inference.sliding_window import predict_sliding_window
 from longnet.planning.network import build_network_from_architecture
 from longnet.planning.plans import Plans
@@ -124,7 +124,8 @@ class Predictor:
                  device: str | torch.device = "cpu", step_size: float = 0.5, use_mirroring: bool = True,
                  use_gaussian: bool = True, tile_batch_size: int | None = None,
                  accumulate_dtype: torch.dtype = torch.float16, trainer_name: str | None = None,
-                 model_folder: str | Path | None = None, verbose: bool = False):
+                 model_folder: str | Path | None = None, verbose: bool = False,
+                 segment_on_device: bool | None = None):
         self.device = _device(device)
         self.network = network.to(self.device)  # eval() only while predicting: a trainer keeps its mode
         self.plans = plans
@@ -143,6 +144,8 @@ class Predictor:
         self.trainer_name = trainer_name
         self.model_folder = Path(model_folder) if model_folder else None
         self.verbose = verbose
+        # resampling + argmax where the logits are (default on CUDA): the export worker gets a small label map
+        self.segment_on_device = self.device.type == "cuda" if segment_on_device is None else segment_on_device
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -225,9 +228,9 @@ class Predictor:
                                       results_device)
 
     @torch.inference_mode()
-    def predict_preprocessed(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Logits (float32, CPU) of one preprocessed C×Z×Y×X case, averaged over folds (nnU-Net averages
-        logits, not probabilities)."""
+    def predict_preprocessed(self, data: np.ndarray | torch.Tensor, keep_on_device: bool = False) -> torch.Tensor:
+        """Logits (float32, CPU unless `keep_on_device`) of one preprocessed C×Z×Y×X case, averaged over folds
+        (nnU-Net averages logits, not probabilities)."""
         x = torch.as_tensor(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).float()
         sets = self.parameters if len(self.parameters) > 1 else [None]
         total = None
@@ -242,8 +245,8 @@ class Predictor:
                 except torch.cuda.OutOfMemoryError:  # large case: keep the sums in host memory instead
                     torch.cuda.empty_cache()
                     out = self._sliding_window(x, torch.device("cpu"))
-                out = out.float().cpu()
-                total = out if total is None else total.add_(out)
+                out = out.float() if keep_on_device else out.float().cpu()
+                total = out if total is None else total.add_(out.to(total.device))
         finally:
             self.network.train(was_training)
         if len(sets) > 1:
@@ -292,11 +295,16 @@ class Predictor:
                 data, props = ahead.popleft().result()
                 if i + 2 < len(todo):
                     ahead.append(pre_pool.submit(self.preprocess, todo[i + 2][1]))
-                logits = self.predict_preprocessed(data)
+                on_device = self.segment_on_device and not save_probabilities
+                logits = self.predict_preprocessed(data, keep_on_device=on_device)
+                seg = None
+                if on_device:
+                    seg = segmentation_on_device(logits, props, self.plans, self.configuration, self.label_manager)
+                    logits = logits.cpu() if seg is None else None
                 while len(pending) >= max_pending:
                     written.append(pending.popleft().result())
                 pending.append(exp_pool.submit(export_prediction, logits, props, self.plans, self.configuration,
-                                               self.label_manager, dest, save_probabilities))
+                                               self.label_manager, dest, save_probabilities, seg))
                 self._log(f"{cid}: predicted in {time.perf_counter() - t0:.1f} s ({i + 1}/{len(todo)})")
             while pending:
                 written.append(pending.popleft().result())

@@ -86,3 +86,29 @@ def resample_to_shape(data: np.ndarray, new_shape, is_seg: bool = False, axis: i
                 hit = map_coordinates((stacked == label).astype(float), coords, order=order_z, mode="nearest")
                 out[c][np.round(hit) > 0.5] = label
     return out
+
+
+def resample_logits_torch(logits, new_shape, current_spacing, new_spacing, order: int = 1, order_z: int = 0,
+                          force_separate_z: bool | None = None):
+    """`resample_data_or_seg_to_shape` for logits as a torch tensor on any device (linear, or in-plane linear then
+    nearest/linear along a coarse axis): the GPU path of prediction export. Returns None for orders it lacks."""
+    import torch
+    import torch.nn.functional as F
+
+    new_shape = [int(s) for s in new_shape]
+    if list(logits.shape[1:]) == new_shape:
+        return logits
+    if order != 1 or order_z not in (0, 1) or logits.ndim != 4:
+        return None
+    axis = _separate_z_axis(current_spacing, new_spacing, force_separate_z)
+    x = logits[None].float()
+    if axis is None:
+        return F.interpolate(x, size=new_shape, mode="trilinear", align_corners=False)[0]
+    inplane = list(new_shape)
+    inplane[axis] = logits.shape[1 + axis]
+    x = F.interpolate(x, size=inplane, mode="trilinear", align_corners=False)  # the coarse axis keeps its grid
+    if inplane[axis] != new_shape[axis]:
+        x = F.interpolate(x, size=new_shape, mode="nearest-exact" if order_z == 0 else "trilinear",
+                          **({} if order_z == 0 else {"align_corners": False}))
+    return x[0]
+
