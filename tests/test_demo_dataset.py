@@ -104,3 +104,18 @@ def test_regenerating_smaller_removes_stale_files(tmp_path):
     folder = generate_demo_dataset(tmp_path, 2, 1, (16, 20, 16), seed=0)
     raw = RawDataset(folder)
     assert set(raw.subjects) == {"sub000", "sub001"}
+
+
+def test_converter_is_partly_visible_in_a_single_scan(tmp_path):
+    """The probing trainers predict `converter` from one scan: baseline ventricle size must carry signal
+    (AUROC well above chance), while the label stays a statement about the future (not perfectly visible)."""
+    raw = generate_demo_dataset(tmp_path, 0, 40, shape=(24, 32, 24), seed=3, dataset_id=994)
+    rows = [r for r in csv.DictReader(open(raw / "visitsTs.csv")) if float(r["days"]) == 0]
+    vent = [int((sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTs" / f"{r['case']}.nii.gz"))) == 1).sum())
+            for r in rows]
+    conv = [int(r["converter"]) for r in rows]
+    pos = [v for v, c in zip(vent, conv) if c]
+    neg = [v for v, c in zip(vent, conv) if not c]
+    assert pos and neg
+    auroc = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert 0.65 < auroc < 0.98, auroc

@@ -25,6 +25,8 @@ LABELS = {"background": 0, "ventricles": 1, "lesion": 2}
 #: Subject-level `converter` = 1 if the noiseless score falls below this within CONVERTER_HORIZON_DAYS.
 CONVERTER_THRESHOLD = 22.0
 CONVERTER_HORIZON_DAYS = 2 * 365.0
+#: Relative baseline ventricle size per unit of yearly growth rate (rate 0.02–0.16 → size ×0.895–1.105).
+VENT_SIZE_RATE_COUPLING = 1.5
 
 # Tissue intensities per channel (T1, FLAIR): CSF is dark in both, the lesion is bright in FLAIR only,
 # so the two foreground classes are told apart by contrast and not just by position.
@@ -104,9 +106,13 @@ def _make_subject(rng: np.random.Generator, extent: np.ndarray) -> _Subject:
     side_x, side_y = rng.choice([-1.0, 1.0], size=2)
     lesion_centre = np.array([rng.uniform(-0.25, 0.25), side_y * rng.uniform(0.42, 0.52),
                               side_x * rng.uniform(0.28, 0.42)]) * head
+    vent_rate = rng.uniform(0.02, 0.16)
+    # faster-growing ventricles start larger (±10%), as baseline atrophy predicts decline in real cohorts: a single
+    # scan then carries some signal about the future (the `converter` target of the probing trainers)
+    vent_radii = vent_radii * (1.0 + VENT_SIZE_RATE_COUPLING * (vent_rate - 0.09))
     return _Subject(
         head_radii=head, vent_centre=vent_centre, vent_radii=vent_radii, vent_sep=vent_sep,
-        vent_rate=rng.uniform(0.02, 0.16),
+        vent_rate=vent_rate,
         lesion_centre=lesion_centre, lesion_r0=rng.uniform(2.8, 3.6),
         lesion_growth=rng.uniform(0.4, 2.2),
         lesion_onset=rng.uniform(-500.0, 500.0),
