@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from _gpu_common import device_name, enable_tf32, peak_mem_gib, time_steps
 
 
 def default_architecture(size: int = 128, base_features: int = 32, max_features: int = 320) -> dict:
@@ -73,27 +73,15 @@ def run_check(device: str = "cuda", size: int = 128, features: int = 32, width: 
         scaler.update()
         return float(loss.detach())
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time.time()
-    for _ in range(warmup):
-        last = step()
-    sync()
-    t_warm = time.time() - t
-    t = time.time()
-    for _ in range(steps):
-        last = step()
-    sync()
-    per = (time.time() - t) / max(1, steps)
+    per, t_warm, last = time_steps(step, dev, warmup, steps)
     return {"check": "LongRepPretrainer iteration",
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "patch": [size] * 3,
+            "device": device_name(dev), "patch": [size] * 3,
             "taps": {t.name: t.channels for t in net.taps},
             "batch_pairs": batch, "proj_width": width, "num_patches": patches, "compile": compile, "amp": amp,
             "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 1),
             "ms_per_iteration": round(per * 1000, 1), "pairs_per_s": round(batch / per, 2),
             "warmup_s": round(t_warm, 1), "final_loss": round(last, 4),
-            "peak_mem_GiB": round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2) if dev.type == "cuda" else None}
+            "peak_mem_GiB": peak_mem_gib(dev)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    enable_tf32(args.device)
     amp = args.amp or ("fp16" if args.device.startswith("cuda") else "off")
     modes = [False] if args.no_compile else ([True] if args.no_eager else [True, False])
     for compiled in modes:

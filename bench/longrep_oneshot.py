@@ -60,6 +60,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="extra LongRepFinetuner options (default: nnU-Net's SGD recipe + L_cs summed each step)")
     p.add_argument("--matched-compute", action="store_true",
                    help="also run the baseline with pretraining's steps added to its schedule")
+    p.add_argument("--ablations", action="store_true",
+                   help="also finetune: pretrained without L_cs, random init with L_cs, and both arms with the "
+                        "paper's Adam 2e-4 recipe (separates the effect of the initialisation from that of L_cs)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep OUT's dataset and pretraining checkpoint from an earlier run; rerun only the arms")
     p.add_argument("--quick", action="store_true", help="tiny schedule (pipeline check, numbers meaningless)")
     args = p.parse_args(argv)
     if args.quick:
@@ -89,19 +94,25 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     out = Path(args.out).resolve()
-    if out.exists():
+    if out.exists() and not args.reuse:
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     rows: dict[str, dict] = {}
+    previous = out / "longrep_oneshot.json"
+    if args.reuse and previous.is_file():  # keep the arms measured before
+        rows.update(json.loads(previous.read_text())["rows"])
     with demo_environment(out) as roots:
         t0 = time.time()
-        raw = generate_demo_dataset(roots["LONGNET_RAW"], args.subjects, args.test_subjects, args.shape,
-                                    seed=args.data_seed, dataset_id=DATASET_ID)
-        pp = ["-d", str(DATASET_ID), "-c", CONFIG, "-np", "2"]
-        call_command("plan_and_preprocess", "main_plan_and_preprocess", pp + _align_flag())
-        pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"))
-        write_bench_plans(pre / "nnUNetPlans.json", pre / f"{PLANS}.json", args.base_features)
+        raw = Path(roots["LONGNET_RAW"]) / f"Dataset{DATASET_ID}_LongDemo"
+        pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"), None)
+        if not (args.reuse and pre is not None and (pre / f"{PLANS}.json").is_file()):
+            raw = generate_demo_dataset(roots["LONGNET_RAW"], args.subjects, args.test_subjects, args.shape,
+                                        seed=args.data_seed, dataset_id=DATASET_ID)
+            call_command("plan_and_preprocess", "main_plan_and_preprocess",
+                         ["-d", str(DATASET_ID), "-c", CONFIG, "-np", "2", "--align", "rigid"])
+            pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"))
+            write_bench_plans(pre / "nnUNetPlans.json", pre / f"{PLANS}.json", args.base_features)
         times["data"] = time.time() - t0
         common = [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-device", args.device, "--disable-final-validation",
                   "--val-iters", "2", "--no-validation-mirroring"]
@@ -112,50 +123,53 @@ def main(argv: list[str] | None = None) -> int:
             t = time.time()
             call_command("train", "main", common + ["-tr", trainer] + train_argv)
             train_s = time.time() - t
+            # results folders are per trainer: keep each arm's model apart by predicting right away
             pred = out / "predictions" / name
             t = time.time()
             call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID),
-                                             "-c", CONFIG, "-p", PLANS, "-tr", trainer, "-f", "all", "-device", args.device,
-                                             "--disable_tta"])
+                                             "-c", CONFIG, "-p", PLANS, "-tr", trainer, "-f", "all", "-device",
+                                             args.device, "--disable_tta"])
             call_command("evaluate", "main", [str(raw / "labelsTs"), str(pred), "-d", str(DATASET_ID),
                                               "--patients", str(raw / "patientsTs.json")])
             rows[name] = {**_summary_numbers(pred / "summary.json"), "train_s": round(train_s + pretrain, 1),
                           "predict_eval_s": round(time.time() - t, 1)}
 
-        run_arm("nnUNetTrainer (random init)", "nnUNetTrainer", sched + budget)
-        t = time.time()
-        call_command("train", "main", [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-tr", "LongRepPretrainer", "-device",
-                                       args.device, "--epochs", str(args.pt_epochs), "--iters-per-epoch",
-                                       str(args.pt_iters), "--proj-width", str(args.proj_width), "--num-patches",
-                                       str(args.num_patches), "--val-iters", "2"])
-        pt_s = time.time() - t
-        ckpt = Path(roots["LONGNET_RESULTS"]).glob(f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/"
-                                                   "checkpoint_final.pth")
-        ckpt = next(iter(ckpt))
-        run_arm("LongRep pretrain + finetune", "LongRepFinetuner",
-                sched + budget + ["--pretrained-weights", str(ckpt)] + args.ft_args.split(), pretrain=pt_s)
-        if args.matched_compute:
+        ckpt_glob = f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"
+        ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob), None)
+        if not args.reuse:
+            run_arm("nnUNetTrainer (random init)", "nnUNetTrainer", sched + budget)
+        pt_s = 0.0
+        if ckpt is None or not args.reuse:
+            t = time.time()
+            call_command("train", "main", [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-tr", "LongRepPretrainer",
+                                           "-device", args.device, "--epochs", str(args.pt_epochs),
+                                           "--iters-per-epoch", str(args.pt_iters), "--proj-width",
+                                           str(args.proj_width), "--num-patches", str(args.num_patches),
+                                           "--val-iters", "2"])
+            pt_s = time.time() - t
+            ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob))
+        pretrained = ["--pretrained-weights", str(ckpt)]
+        if not args.reuse:
+            run_arm("LongRep pretrain + finetune", "LongRepFinetuner",
+                    sched + budget + pretrained + args.ft_args.split(), pretrain=pt_s)
+        if args.matched_compute and not args.reuse:
             total = args.epochs * args.iters + args.pt_epochs * args.pt_iters
             run_arm("nnUNetTrainer, matched compute", "nnUNetTrainer",
                     ["--epochs", str(args.epochs), "--iters-per-epoch", str(total // args.epochs)] + budget)
+        if args.ablations:
+            sgd, adam = ["--optimizer", "sgd"], ["--optimizer", "adam"]
+            for name, extra in (("pretrained, no L_cs (SGD)", pretrained + sgd + ["--cs-mode", "off"]),
+                                ("random init + L_cs sum (SGD)", sgd + ["--cs-mode", "sum"]),
+                                ("random init, no L_cs (Adam 2e-4)", adam + ["--cs-mode", "off"]),
+                                ("pretrained, no L_cs (Adam 2e-4)", pretrained + adam + ["--cs-mode", "off"]),
+                                ("pretrained + L_cs alternate (Adam 2e-4)", pretrained + adam + ["--cs-mode",
+                                                                                                 "alternate"])):
+                run_arm(name, "LongRepFinetuner", sched + budget + extra)
     _print_table(rows)
     result = {"settings": vars(args), "rows": rows, "data_s": round(times["data"], 1)}
     (out / "longrep_oneshot.json").write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out / 'longrep_oneshot.json'}")
     return 0
-
-
-def _align_flag() -> list[str]:
-    """`--align rigid` when the preprocessing offers intra-subject alignment (visits must share a grid)."""
-    import contextlib
-    import io
-
-    from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-        main_plan_and_preprocess(["-h"])
-    return ["--align", "rigid"] if "--align" in buf.getvalue() else []
 
 
 def _fmt(v) -> str:

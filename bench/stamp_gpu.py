@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from _gpu_common import device_name, enable_tf32, peak_mem_gib, time_steps
 
 
 def run_check(device: str = "cuda", size: int = 128, patch: int = 16, channels: int = 1, batch: int = 8,
@@ -49,26 +49,14 @@ def run_check(device: str = "cuda", size: int = 128, patch: int = 16, channels: 
         opt.step()
         return float(loss.detach())
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time.time()
-    for _ in range(warmup):
-        last = step()
-    sync()
-    t_warm = time.time() - t
-    t = time.time()
-    for _ in range(steps):
-        last = step()
-    sync()
-    per = (time.time() - t) / max(1, steps)
-    return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "size": size,
+    per, t_warm, last = time_steps(step, dev, warmup, steps)
+    return {"device": device_name(dev), "size": size,
             "patch": patch, "tokens": cfg.num_patches, "batch": batch, "preset": preset, "compile": compile,
             "amp": amp, "variant": "siamese_mae" if deterministic else "stamp",
             "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 1),
             "ms_per_iteration": round(per * 1000, 1), "pairs_per_s": round(batch / per, 1),
             "warmup_s": round(t_warm, 1), "final_loss": round(last, 4),
-            "peak_mem_GiB": round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2) if dev.type == "cuda" else None}
+            "peak_mem_GiB": peak_mem_gib(dev)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="eager only")
     ap.add_argument("--no-eager", action="store_true", help="compiled only")
     args = ap.parse_args(argv)
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    enable_tf32(args.device)
     modes = [False] if args.no_compile else ([True] if args.no_eager else [True, False])
     for compiled in modes:
         print(json.dumps(run_check(args.device, args.size, args.patch, args.channels, args.batch, args.preset,

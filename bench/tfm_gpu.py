@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _gpu_common import device_name, enable_tf32, peak_mem_gib, time_steps
 
 
 def run_check(device: str = "cuda", size: tuple[int, int, int] = (32, 128, 128), slots: int = 3, channels: int = 1,
@@ -55,36 +56,25 @@ def run_check(device: str = "cuda", size: tuple[int, int, int] = (32, 128, 128),
         opt.step()
         return float(loss.detach())
 
+    per_iter, t_warm, last = time_steps(step, dev, warmup, steps)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.time()
-    for _ in range(warmup):
-        last = step()
-    sync()
-    t_warm = time.time() - t0
-    t0 = time.time()
-    for _ in range(steps):
-        last = step()
-    sync()
-    per_iter = (time.time() - t0) / max(1, steps)
     model.eval()
     with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
         forecast(model, ctx[:1], None, "euler", ode_steps, "mean")  # warm-up (compiles the eval graph)
         sync()
-        t0 = time.time()
+        t0 = time.perf_counter()
         for i in range(forecasts):
             forecast(model, ctx[i % batch:i % batch + 1], None, "euler", ode_steps, "mean")
         sync()
-    per_subject = (time.time() - t0) / max(1, forecasts)
-    return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "size": list(size),
+    per_subject = (time.perf_counter() - t0) / max(1, forecasts)
+    return {"device": device_name(dev), "size": list(size),
             "slots": slots, "channels": channels, "batch": batch, "base": base, "mult": list(mult),
             "attention": attention, "compile": compile, "amp": amp,
             "params_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
             "ms_per_iteration": round(per_iter * 1000, 1), "samples_per_s": round(batch / per_iter, 1),
             "forecast_s_per_subject": round(per_subject, 3), "ode_steps": ode_steps,
             "warmup_s": round(t_warm, 1), "final_loss": round(last, 4),
-            "peak_mem_GiB": round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2) if dev.type == "cuda" else None}
+            "peak_mem_GiB": peak_mem_gib(dev)}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -108,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="eager only")
     ap.add_argument("--no-eager", action="store_true", help="compiled only")
     args = ap.parse_args(argv)
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    enable_tf32(args.device)
     modes = [False] if args.no_compile else ([True] if args.no_eager else [True, False])
     for compiled in modes:
         print(json.dumps(run_check(args.device, _ints(args.size), args.slots, args.channels, args.batch, args.base,

@@ -118,6 +118,24 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     assert not (tmp_path / "bad.pth").exists()
 
 
+def test_nnunet_checkpoint_with_numpy_numbers_loads_but_object_arrays_do_not(tmp_path):
+    """nnU-Net 2.x logs numpy floats in its checkpoints; those load, numpy object arrays stay refused."""
+    import numpy as np
+
+    from longnet.training.checkpoint import load_checkpoint
+
+    nnunet_style = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": {"w": torch.ones(2)}, "trainer_name": "nnUNetTrainer",
+                "logging": {"mean_fg_dice": [np.float64(0.5), np.float32(0.25)], "epoch": np.int64(3)}},
+               nnunet_style)
+    ckpt = load_checkpoint(nnunet_style)
+    assert float(ckpt["logging"]["mean_fg_dice"][0]) == 0.5 and int(ckpt["logging"]["epoch"]) == 3
+    objects = tmp_path / "objects.pth"
+    torch.save({"network_weights": {}, "x": np.array([types.SimpleNamespace()], dtype=object)}, objects)
+    with pytest.raises(LongnetError, match="contains pickled objects"):
+        load_checkpoint(objects)
+
+
 def test_pretrained_weights_partial_loading(tmp_path):
     from longnet.training.checkpoint import load_pretrained_weights, save_checkpoint
 

@@ -60,6 +60,16 @@ def save_checkpoint(state: dict, dest: str | Path) -> None:
         torch.save(state, tmp)
 
 
+def _numpy_number_globals() -> list:
+    """What unpickling numpy numbers needs (nnU-Net's checkpoints log them): the scalar constructor and the numeric
+    dtypes only. Object dtypes stay refused, so nothing but numbers can come out of these."""
+    from numpy._core.multiarray import scalar
+
+    numeric = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
+               "float64")
+    return [scalar, np.dtype] + [type(np.dtype(t)) for t in numeric]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     required: tuple[str, ...] = ("network_weights",)) -> dict:
     """Load a checkpoint without executing code; any problem becomes a LongnetError naming the file."""
@@ -67,7 +77,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise LongnetError("checkpoint not found", path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_numpy_number_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         text = str(e)
         if "Unsupported global" in text or "GLOBAL " in text:
