@@ -158,3 +158,12 @@ def test_broken_input_aborts_before_writing(roots, capsys):
     err = capsys.readouterr().err
     assert "case_003_0000.nii.gz" in err
     assert not (roots["pre"] / "Dataset203_Broken").exists()
+
+
+def test_fractional_median_shape_is_padded_like_nnunet():
+    """An even number of cases gives a median like 15.5: nnU-Net pads 12.5 to 14 (not 12), found on a synthetic
+    6-case dataset where nnU-Net 2.8.1 planned [12, 16, 14]."""
+    from longnet.planning.topology import pad_to_multiple, pool_and_conv_props
+
+    assert pool_and_conv_props([1.0, 1.0, 1.0], [12, 15.5, 12.5])[3] == [12, 16, 14]
+    assert list(pad_to_multiple([12, 16, 14.0], [4, 4, 2])) == [12, 16, 14]

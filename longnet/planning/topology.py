@@ -5,8 +5,9 @@ import numpy as np
 
 
 def pad_to_multiple(shape, divisor) -> np.ndarray:
-    """Round each axis up to the next multiple of its divisor (an exact multiple stays)."""
-    shape = np.asarray(shape, dtype=int)
+    """Round each axis up to the next multiple of its divisor (an exact multiple stays). A median shape can be
+    fractional (even number of cases): 12.5 with divisor 2 becomes 14, as in nnU-Net, not 12."""
+    shape = np.asarray(shape, dtype=float)
     divisor = np.broadcast_to(np.asarray(divisor, dtype=int), shape.shape)
     return (np.ceil(shape / divisor) * divisor).astype(int)
 
