@@ -4,8 +4,7 @@
 
 One script, in-process, through the real commands (methods.md §2; issue "Plugin: Temporal Flow Matching"):
 1. the demo dataset (`generate_demo_dataset`, the `longnet_demo` default settings: 12 train + 4 test subjects,
-   32×40×32, seed 0); plan + preprocess 3d_fullres (with `--align rigid` when longnet_plan_and_preprocess
-   offers it);
+   32×40×32, seed 0); plan + preprocess 3d_fullres with `--align rigid`;
 2. train TFMTrainer on fold `all` (demo budget: small U-Net, 16×24×24 crops, lr 1e-3; see DEMO_NET);
 3. forecast every test subject's last visit from its earlier ones (`longnet_predict -tr TFMTrainer
    --patients patientsTs.json --with-lci --with-context-mean`: also the LCI and the untrained model's forecast,
@@ -46,19 +45,6 @@ def _run(fn, argv: list[str]) -> None:
         raise SystemExit(f"command failed ({rc}): {' '.join(argv)}")
 
 
-def _align_flag() -> list[str]:
-    """`--align rigid` when the preprocessing CLI supports intra-subject alignment (the data layer's option)."""
-    from longnet.cli import plan_and_preprocess as pp
-
-    import inspect
-
-    try:
-        text = inspect.getsource(pp)
-    except (OSError, TypeError):
-        text = ""
-    return ["--align", "rigid"] if "--align" in text else []
-
-
 def prepare_data(out: Path, n_train: int, n_test: int, shape: tuple[int, int, int], seed: int, reuse: bool) -> Path:
     from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
     from longnet.demo.synthetic import dataset_folder_name, generate_demo_dataset
@@ -70,7 +56,7 @@ def prepare_data(out: Path, n_train: int, n_test: int, shape: tuple[int, int, in
     for p in (raw, pre):
         shutil.rmtree(p, ignore_errors=True)
     raw = generate_demo_dataset(out / "raw", n_train, n_test, shape, seed=seed, dataset_id=DID)
-    _run(main_plan_and_preprocess, ["-d", str(DID), "-c", CONFIG, "-np", "2"] + _align_flag())
+    _run(main_plan_and_preprocess, ["-d", str(DID), "-c", CONFIG, "-np", "2", "--align", "rigid"])
     return raw
 
 
@@ -147,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.time() - t0
     print(f"\nTFM beats LCI on NRMSE and PSNR and is not worse on SSIM: {'yes' if beats else 'NO'}")
     print(f"time: data+preprocessing {t_data:.0f} s, training {t_train:.0f} s, forecasting {t_pred:.0f} s, "
-          f"total {total:.0f} s (torch threads {args.threads}; alignment: {' '.join(_align_flag()) or 'none'})")
+          f"total {total:.0f} s (torch threads {args.threads}; alignment: rigid)")
     (out / "tfm_bench.json").write_text(json.dumps({"rows": {r[0]: {"overall": r[1], "changed": r[2]} for r in rows},
                                                     "beats_lci": beats, "seconds": round(total, 1),
                                                     "options": options}, indent=2))

@@ -146,7 +146,7 @@ def test_baseline_accepts_the_same_label_budget(tiny_long):
 
 @pytest.mark.usefixtures("shared_data")
 def test_tcia_longitudinal_smoke(tmp_path, monkeypatch):
-    """Plan/preprocess the real TCIA pairs (T1, 4 subjects × 2 visits; aligned when `--align` exists), then
+    """Plan/preprocess the real TCIA pairs (T1, 4 subjects × 2 visits, rigidly aligned), then
     pretrain and finetune one step each. The planned network is shrunk (same plan otherwise) so a CPU step
     takes seconds; the full plan is exercised by the GPU check."""
     from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
@@ -154,10 +154,7 @@ def test_tcia_longitudinal_smoke(tmp_path, monkeypatch):
 
     set_env(monkeypatch, tmp_path)
     _tcia_raw(tmp_path / "raw", with_patients=True)
-    argv = ["-d", "5", "-c", "3d_fullres", "-np", "2"]
-    if "--align" in _plan_help():
-        argv += ["--align", "rigid"]
-    assert main_plan_and_preprocess(argv) == 0
+    assert main_plan_and_preprocess(["-d", "5", "-c", "3d_fullres", "-np", "2", "--align", "rigid"]) == 0
     pre = tmp_path / "preprocessed" / "Dataset005_TCIAProgT1"
     _write_small_plans(pre / "nnUNetPlans.json", pre / "LongRepSmoke.json")
     small = ["-p", "LongRepSmoke", "--epochs", "1", "--iters-per-epoch", "1", "-device", "cpu"]
@@ -180,15 +177,3 @@ def _write_small_plans(src: Path, dest: Path) -> None:
               n_conv_per_stage_decoder=[2, 2, 2])
     plans["configurations"] = {"3d_fullres": conf}
     dest.write_text(json.dumps(plans))
-
-
-def _plan_help() -> str:
-    import contextlib
-    import io
-
-    from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-        main_plan_and_preprocess(["-h"])
-    return buf.getvalue()

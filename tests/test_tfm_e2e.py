@@ -31,18 +31,10 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _align() -> list[str]:
-    import inspect
-
-    import longnet.cli.plan_and_preprocess as pp
-
-    return ["--align", "rigid"] if "--align" in inspect.getsource(pp) else []
-
-
 def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
     set_env(monkeypatch, tmp_path)
     raw = generate_demo_dataset(tmp_path / "raw", 2, 1, (12, 16, 14), seed=1, min_visits=3, max_visits=3)
-    assert main_plan_and_preprocess(["-d", "990", "-c", "3d_fullres", "-np", "1"] + _align()) == 0
+    assert main_plan_and_preprocess(["-d", "990", "-c", "3d_fullres", "-np", "1"] + ["--align", "rigid"]) == 0
     assert train_main(["990", "3d_fullres", "all", "-tr", "TFMTrainer", "--epochs", "2", "--iters-per-epoch", "1"]
                       + TINY) == 0
     model = next((tmp_path / "results").glob("Dataset990_*/TFMTrainer__nnUNetPlans__3d_fullres"))
@@ -107,7 +99,7 @@ def _tcia_raw(root: Path, subjects: tuple[str, ...] = ("PGBM-001", "PGBM-003")) 
 def test_tcia_two_visits_context_of_one(tmp_path, monkeypatch):
     set_env(monkeypatch, tmp_path)
     raw = _tcia_raw(tmp_path / "raw")
-    assert main_plan_and_preprocess(["-d", "993", "-c", "3d_fullres", "-np", "2"] + _align()) == 0
+    assert main_plan_and_preprocess(["-d", "993", "-c", "3d_fullres", "-np", "2"] + ["--align", "rigid"]) == 0
     args = ["993", "3d_fullres", "all", "-tr", "TFMTrainer", "--epochs", "1", "--iters-per-epoch", "1",
             "--patch-size", "8,32,32", "--tiny", "--batch-size", "1", "--n-context", "1", "--ode-steps", "1",
             "-device", "cpu"]
