@@ -164,6 +164,9 @@ def test_predict_errors_are_one_line(tmp_path, capsys):
     write_image(tmp_path / "in" / "c_0000.nii.gz", np.ones((4, 4, 4), np.float32))
     assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "-m", str(bad)]) == 1
     assert "does not match the network" in capsys.readouterr().err
+    assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "-d", "990", "-c", "3d_fullres",
+                         "-tr", "LongRepPretrainer"]) == 1
+    assert "LongRepPretrainer only pretrains" in capsys.readouterr().err
 
 
 def test_predict_files_2d_configuration(tmp_path):

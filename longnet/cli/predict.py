@@ -129,9 +129,12 @@ def _trainer_class(args: argparse.Namespace, folder: Path | None):
 def _parse(argv) -> tuple[argparse.Namespace, type | None]:
     """Two passes: a trainer with its own prediction task (forecast, classification, embedding) adds its flags."""
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
+    first = argparse.ArgumentParser(add_help=False)  # only finds the trainer, so `-tr X -h` lists X's options too
+    first.add_argument("-tr", dest="trainer", default="nnUNetTrainer")
+    first.add_argument("-m", dest="model_folder", default=None)
+    known, _ = first.parse_known_args(argv)
     cls = _trainer_class(known, None)
-    if cls is not None and getattr(cls, "prediction_task", "segmentation") != "segmentation":
+    if cls is not None and getattr(cls, "prediction_task", "segmentation") not in ("segmentation", "none"):
         cls.add_prediction_arguments(parser)
     return parser.parse_args(argv), cls
 
@@ -143,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from longnet.inference.predictor import Predictor, list_input_cases
 
     args, trainer_cls = _parse(argv)
+    task = getattr(trainer_cls, "prediction_task", "segmentation") if trainer_cls is not None else "segmentation"
+    if task == "none":
+        raise LongnetError(f"{trainer_cls.__name__} only pretrains: its checkpoint initialises another trainer "
+                           "(see its --help), it predicts nothing")
     folder = resolve_model_folder(args)
     _check_subject_files(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -153,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f in folds:
             if f != "all" and not f.isdigit():
                 raise LongnetError(f"invalid fold {f!r} (expected an integer or 'all')")
-    if trainer_cls is not None and getattr(trainer_cls, "prediction_task", "segmentation") != "segmentation":
+    if task != "segmentation":
         out = Path(args.output).resolve()
         if out == Path(args.input).resolve():
             raise LongnetError("output folder must differ from the input folder", out)

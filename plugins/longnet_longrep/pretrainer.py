@@ -42,6 +42,7 @@ class LongRepPretrainer(Trainer):
     regularisers and a denoising reconstruction head. Needs subjects with >= 2 (aligned) visits; no labels."""
 
     requirements = Requirements(min_visits_per_subject=2, min_subjects=1, labels="any")
+    prediction_task = "none"  # its checkpoint initialises LongRepFinetuner
     best_metric = "val_loss"
     best_metric_mode = "min"
     num_val_iterations_per_epoch = 5

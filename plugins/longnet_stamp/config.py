@@ -1,6 +1,6 @@
 """STAMP network sizes: presets (tiny/small/base), per-field overrides and the ViT patch derived from the plan.
 
-Kept as plain data so the exact configuration travels in every checkpoint (`extra["stamp"]`) and a probe or
+Kept as plain data so the exact configuration travels in every checkpoint (`extra["stamp_config"]`) and a probe or
 a prediction rebuilds the same network without the command line of the pretraining run.
 """
 from __future__ import annotations
