@@ -199,7 +199,7 @@ class RepresentationTrainer(Trainer):
         model_folder, output_folder = Path(model_folder), Path(output_folder)
         if output_folder.resolve() == Path(input_folder).resolve():
             raise LongnetError("output folder must differ from the input folder", output_folder)
-        trainers = [cls.from_checkpoint(p, device) for p in _fold_checkpoints(model_folder, folds, args)]
+        trainers = [cls.from_checkpoint(p, device) for p in fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None))]
         for t in trainers:
             t.configure_prediction(args)
         dj = load_json(model_folder / "dataset.json")
@@ -237,8 +237,9 @@ class RepresentationTrainer(Trainer):
         """Hook: more outputs from the same prepared inputs (e.g. per-pair classifications)."""
 
 
-def _fold_checkpoints(model_folder: Path, folds: list[str] | None, args: argparse.Namespace) -> list[Path]:
-    name = getattr(args, "checkpoint", None) or "checkpoint_final.pth"
+def fold_checkpoints(model_folder: Path, folds: Sequence[str] | None, name: str | None) -> list[Path]:
+    """fold_<f>/<name> for the given folds, or every fold_* that has it (default checkpoint_final.pth)."""
+    name = name or "checkpoint_final.pth"
     if folds:
         paths = [model_folder / f"fold_{f}" / name for f in folds]
     else:

@@ -21,6 +21,7 @@ import torch
 from longnet.errors import LongnetError
 from longnet.planning.plans import Plans
 from longnet.training.checkpoint import load_checkpoint, strip_prefixes
+from longnet.training.representation import fold_checkpoints
 from longnet.utils.files import atomic_path, load_json
 from longnet_stamp.config import STAMPConfig
 from longnet_stamp.data import center_crop
@@ -39,21 +40,6 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
     """Pretrained STAMP models export CLS embeddings; they take no extra options."""
-
-
-def fold_checkpoints(model_folder: Path, folds: Sequence[str] | None, name: str | None) -> list[Path]:
-    """fold_<f>/<name> for the given folds, or every fold_* that has it."""
-    name = name or "checkpoint_final.pth"
-    if folds:
-        paths = [model_folder / f"fold_{f}" / name for f in folds]
-    else:
-        paths = sorted(p / name for p in model_folder.glob("fold_*") if (p / name).is_file())
-    if not paths:
-        raise LongnetError(f"no fold_*/{name} in the model folder", model_folder)
-    for p in paths:
-        if not p.is_file():
-            raise LongnetError("checkpoint not found", p)
-    return paths
 
 
 def _config(ckpt: dict, path: Path) -> STAMPConfig:
