@@ -63,6 +63,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablations", action="store_true",
                    help="also finetune: pretrained without L_cs, random init with L_cs, and both arms with the "
                         "paper's Adam 2e-4 recipe (separates the effect of the initialisation from that of L_cs)")
+    p.add_argument("--init-arms", action="store_true",
+                   help="only the two arms that isolate the initialisation (LongRepFinetuner, Adam 2e-4, no L_cs: "
+                        "random vs pretrained) for --labelled-seed; with --reuse, adds rows to the table")
     p.add_argument("--reuse", action="store_true",
                    help="keep OUT's dataset and pretraining checkpoint from an earlier run; rerun only the arms")
     p.add_argument("--quick", action="store_true", help="tiny schedule (pipeline check, numbers meaningless)")
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ckpt_glob = f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"
         ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob), None)
-        if not args.reuse:
+        if not args.reuse and not args.init_arms:
             run_arm("nnUNetTrainer (random init)", "nnUNetTrainer", sched + budget)
         pt_s = 0.0
         if ckpt is None or not args.reuse:
@@ -149,13 +152,19 @@ def main(argv: list[str] | None = None) -> int:
             pt_s = time.time() - t
             ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob))
         pretrained = ["--pretrained-weights", str(ckpt)]
-        if not args.reuse:
+        if not args.reuse and not args.init_arms:
             run_arm("LongRep pretrain + finetune", "LongRepFinetuner",
                     sched + budget + pretrained + args.ft_args.split(), pretrain=pt_s)
-        if args.matched_compute and not args.reuse:
+        if args.matched_compute and not args.reuse and not args.init_arms:
             total = args.epochs * args.iters + args.pt_epochs * args.pt_iters
             run_arm("nnUNetTrainer, matched compute", "nnUNetTrainer",
                     ["--epochs", str(args.epochs), "--iters-per-epoch", str(total // args.epochs)] + budget)
+        if args.init_arms:
+            adam_off = ["--optimizer", "adam", "--cs-mode", "off"]
+            run_arm(f"random init, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}", "LongRepFinetuner",
+                    sched + budget + adam_off)
+            run_arm(f"pretrained, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}", "LongRepFinetuner",
+                    sched + budget + pretrained + adam_off)
         if args.ablations:
             sgd, adam = ["--optimizer", "sgd"], ["--optimizer", "adam"]
             for name, extra in (("pretrained, no L_cs (SGD)", pretrained + sgd + ["--cs-mode", "off"]),

@@ -25,17 +25,18 @@ def _aspc(summary_file: Path) -> tuple[float | None, float | None]:
 
 
 def run_demo(ctx: DemoContext) -> RecipeResult:
-    """Pretrain (half the demo's epochs) → finetune (the demo's schedule) → predict → evaluate."""
+    """Pretrain (a third of the demo's epochs) → finetune (the demo's schedule, L_cs on alternate steps) →
+    predict → evaluate."""
     s = ctx.settings
     dataset, device = str(ctx.dataset_id), ctx.device
     call_command("train", "main", [dataset, CONFIG, "all", "-tr", PRETRAINER, "-device", device,
-                                   "--epochs", str(max(1, s.epochs // 2)), "--iters-per-epoch", str(s.iters_per_epoch),
+                                   "--epochs", str(max(1, s.epochs // 3)), "--iters-per-epoch", str(s.iters_per_epoch),
                                    "--proj-width", "256", "--num-patches", "128", "--val-iters", str(s.val_iters)])
     results = Path(os.environ["LONGNET_RESULTS"]) / ctx.dataset_name
     ckpt = results / f"{PRETRAINER}__{PLANS}__{CONFIG}" / "fold_all" / "checkpoint_final.pth"
     call_command("train", "main", [dataset, CONFIG, "all", "-tr", FINETUNER, "-device", device,
                                    "--epochs", str(s.epochs), "--iters-per-epoch", str(s.iters_per_epoch),
-                                   "--pretrained-weights", str(ckpt), "--optimizer", "sgd", "--cs-mode", "sum",
+                                   "--pretrained-weights", str(ckpt), "--optimizer", "sgd", "--cs-mode", "alternate",
                                    "--val-iters", str(s.val_iters), "--disable-final-validation"])
     pred_dir = ctx.out / "predictions" / FINETUNER
     patients = str(ctx.raw_folder / "patientsTs.json")
