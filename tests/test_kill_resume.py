@@ -146,7 +146,7 @@ def test_prediction_killed_midway_continues_to_identical_outputs(tmp_path, monke
     # each case takes >= 0.25 s in the child so the kill lands while cases remain
     proc = _start("from longnet.inference.predictor import Predictor as P\n"
                   "orig = P.predict_preprocessed\n"
-                  "def slow(self, data):\n    time.sleep(0.25)\n    return orig(self, data)\n"
+                  "def slow(self, data, **kw):\n    time.sleep(0.25)\n    return orig(self, data, **kw)\n"
                   "P.predict_preprocessed = slow\n"
                   "from longnet.cli.predict import main",
                   f"sys.exit(main({predict_args(inp, out)!r}))", go)
