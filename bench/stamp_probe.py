@@ -52,7 +52,7 @@ def prepare_data(out: Path, n_train: int, n_test: int, seed: int, reuse: bool) -
     pre = out / "pre" / dataset_folder_name(DID, NAME)
     if reuse and (pre / "nnUNetPlans_3d_fullres").is_dir():
         return raw
-    for p in (raw, pre):
+    for p in (raw, pre, out / "encoders"):  # encoders of an earlier dataset must not be reused with new data
         shutil.rmtree(p, ignore_errors=True)
     raw = generate_demo_dataset(out / "raw", n_subjects_train=n_train, n_subjects_test=n_test, seed=seed,
                                 dataset_id=DID, name=NAME)
