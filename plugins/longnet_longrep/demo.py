@@ -25,18 +25,19 @@ def _aspc(summary_file: Path) -> tuple[float | None, float | None]:
 
 
 def run_demo(ctx: DemoContext) -> RecipeResult:
-    """Pretrain (a third of the demo's epochs) → finetune (the demo's schedule, L_cs on alternate steps) →
-    predict → evaluate."""
+    """Pretrain (one epoch) → finetune (two epochs fewer than the demo's schedule; every step has a labelled batch
+    and a pair batch for L_cs, so it costs about the time of the full schedule) → predict → evaluate.
+    With L_cs on alternate steps instead, half the steps would be unlabelled: 0.28 Dice at this budget."""
     s = ctx.settings
     dataset, device = str(ctx.dataset_id), ctx.device
     call_command("train", "main", [dataset, CONFIG, "all", "-tr", PRETRAINER, "-device", device,
-                                   "--epochs", str(max(1, s.epochs // 3)), "--iters-per-epoch", str(s.iters_per_epoch),
-                                   "--proj-width", "256", "--num-patches", "128", "--val-iters", str(s.val_iters)])
+                                   "--epochs", "1", "--iters-per-epoch", str(s.iters_per_epoch),
+                                   "--proj-width", "128", "--num-patches", "64", "--val-iters", str(s.val_iters)])
     results = Path(os.environ["LONGNET_RESULTS"]) / ctx.dataset_name
     ckpt = results / f"{PRETRAINER}__{PLANS}__{CONFIG}" / "fold_all" / "checkpoint_final.pth"
     call_command("train", "main", [dataset, CONFIG, "all", "-tr", FINETUNER, "-device", device,
-                                   "--epochs", str(s.epochs), "--iters-per-epoch", str(s.iters_per_epoch),
-                                   "--pretrained-weights", str(ckpt), "--optimizer", "sgd", "--cs-mode", "alternate",
+                                   "--epochs", str(max(1, s.epochs - 2)), "--iters-per-epoch", str(s.iters_per_epoch),
+                                   "--pretrained-weights", str(ckpt), "--optimizer", "sgd", "--cs-mode", "sum",
                                    "--val-iters", str(s.val_iters), "--disable-final-validation"])
     pred_dir = ctx.out / "predictions" / FINETUNER
     patients = str(ctx.raw_folder / "patientsTs.json")
