@@ -108,6 +108,20 @@ def call_command(module: str, func: str, argv: list[str]) -> None:
         raise StepFailed(f"longnet.cli.{module}.{func}({shown}) exited with code {rc}")
 
 
+ALIGNED_PLANS = "nnUNetPlansAligned"
+
+
+def aligned_plans(ctx: DemoContext) -> str:
+    """Plans name of the demo dataset preprocessed with rigid intra-subject alignment (done once, shared by the
+    recipes whose losses compare visits voxel by voxel; the fingerprint is reused, other plans stay untouched)."""
+    plans_file = Path(os.environ["LONGNET_PREPROCESSED"]) / ctx.dataset_name / f"{ALIGNED_PLANS}.json"
+    if not plans_file.is_file():
+        call_command("plan_and_preprocess", "main_plan_and_preprocess",
+                     ["-d", str(ctx.dataset_id), "-c", CONFIG, "-np", "2", "-overwrite_plans_name", ALIGNED_PLANS,
+                      "--align", "rigid"])
+    return ALIGNED_PLANS
+
+
 @contextmanager
 def demo_environment(out: Path) -> Iterator[dict[str, Path]]:
     """Point LONGNET_RAW/PREPROCESSED/RESULTS under `out` for the run, restoring the caller's values after."""

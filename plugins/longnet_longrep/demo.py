@@ -1,5 +1,5 @@
 """Demo recipe for LongRep (`longnet.demo_recipes` entry point `LongRep`): short self-supervised pretraining on
-the demo cohort's visit pairs, finetuning with L_cs from that checkpoint, prediction of the test visits, and
+the demo cohort's rigidly aligned visit pairs, finetuning with L_cs from that checkpoint, prediction of the test visits, and
 test Dice next to the plain nnUNetTrainer row trained on the same labels and schedule (random init)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from longnet.demo.recipes import CONFIG, PLANS, DemoContext, RecipeResult, call_command
+from longnet.demo.recipes import CONFIG, DemoContext, RecipeResult, aligned_plans, call_command
 from longnet.demo.segmentation import find_progress_png, foreground_dice_from_summary
 
 PRETRAINER, FINETUNER = "LongRepPretrainer", "LongRepFinetuner"
@@ -30,19 +30,20 @@ def run_demo(ctx: DemoContext) -> RecipeResult:
     With L_cs on alternate steps instead, half the steps would be unlabelled: 0.28 Dice at this budget."""
     s = ctx.settings
     dataset, device = str(ctx.dataset_id), ctx.device
-    call_command("train", "main", [dataset, CONFIG, "all", "-tr", PRETRAINER, "-device", device,
+    plans = aligned_plans(ctx)  # pairs must be in voxel correspondence (rigid intra-subject alignment)
+    call_command("train", "main", [dataset, CONFIG, "all", "-tr", PRETRAINER, "-p", plans, "-device", device,
                                    "--epochs", "1", "--iters-per-epoch", str(s.iters_per_epoch),
                                    "--proj-width", "128", "--num-patches", "64", "--val-iters", str(s.val_iters)])
     results = Path(os.environ["LONGNET_RESULTS"]) / ctx.dataset_name
-    ckpt = results / f"{PRETRAINER}__{PLANS}__{CONFIG}" / "fold_all" / "checkpoint_final.pth"
-    call_command("train", "main", [dataset, CONFIG, "all", "-tr", FINETUNER, "-device", device,
+    ckpt = results / f"{PRETRAINER}__{plans}__{CONFIG}" / "fold_all" / "checkpoint_final.pth"
+    call_command("train", "main", [dataset, CONFIG, "all", "-tr", FINETUNER, "-p", plans, "-device", device,
                                    "--epochs", str(max(1, s.epochs - 2)), "--iters-per-epoch", str(s.iters_per_epoch),
                                    "--pretrained-weights", str(ckpt), "--optimizer", "sgd", "--cs-mode", "sum",
                                    "--val-iters", str(s.val_iters), "--disable-final-validation"])
     pred_dir = ctx.out / "predictions" / FINETUNER
     patients = str(ctx.raw_folder / "patientsTs.json")
     call_command("predict", "main", ["-i", str(ctx.raw_folder / "imagesTs"), "-o", str(pred_dir), "-d", dataset,
-                                     "-c", CONFIG, "-tr", FINETUNER, "-f", "all", "-device", device,
+                                     "-c", CONFIG, "-tr", FINETUNER, "-p", plans, "-f", "all", "-device", device,
                                      "--patients", patients] + ([] if s.tta else ["--disable_tta"]))
     call_command("evaluate", "main", [str(ctx.raw_folder / "labelsTs"), str(pred_dir), "-d", dataset,
                                       "--patients", patients])
