@@ -50,9 +50,8 @@ for whl in sorted(src.glob("*/*.whl")):
             zout.writestr(stored, data)
 EOF
 mkdir -p bench/wheels
-grep -qxF '/bench/wheels/' .git/info/exclude 2>/dev/null || echo '/bench/wheels/' >> .git/info/exclude
 rm -f bench/wheels/wheels.tar.xz
 XZ_OPT="-6 -T0" nice tar -cJf bench/wheels/wheels.tar.xz -C "$TMP/stored" longnet nnunet
 (cd "$TMP/stored" && ls -1 */*.whl) > bench/wheels/MANIFEST.txt
 echo "python $PYVER; bench/wheels/wheels.tar.xz: $(du -b bench/wheels/wheels.tar.xz | cut -f1) bytes"
-echo "carry it with:  carry=[\"bench/wheels\"]   (ignored through .git/info/exclude, so it only travels when carried)"
+echo "carry it with:  carry=[\"bench/wheels\"]   (ignored through .gitignore, so it only travels when carried)"
