@@ -110,3 +110,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test, restored after: on the 2-core CI machine, tiny CPU networks run
+    faster and deterministic that way (test modules opt in with `pytest.mark.usefixtures`)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

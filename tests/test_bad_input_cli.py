@@ -44,12 +44,7 @@ DATA_CASES = [pytest.param(kind, verify, id=f"{kind}-{'verify' if verify else 'p
               for kind in DATA_KINDS for verify in (True, False) if verify or kind not in INTEGRITY_ONLY]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 @pytest.fixture

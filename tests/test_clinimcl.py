@@ -13,12 +13,7 @@ from longnet_clinimcl.losses import info_nce
 from longnet_clinimcl.network import ClinImCLNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

@@ -29,12 +29,7 @@ from tiny_seg_dataset import DATASET, REFERENCE_PLANS, fold_dir, make_tiny_datas
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def _kill_delay(max_s: float) -> float:

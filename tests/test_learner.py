@@ -14,12 +14,7 @@ from longnet_learner.network import ChangeNet, FrameInput
 from longnet_learner.tsm import TSMResNet, temporal_shift
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 # ------------------------------------------------------------------------------------------ backbone

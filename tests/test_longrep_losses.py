@@ -8,12 +8,7 @@ from longnet_longrep.losses import (consistency_loss, covariance_loss, negative_
                                     symmetric_similarity, variance_loss)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def test_negative_cosine_bounds_and_parallel():

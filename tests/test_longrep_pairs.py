@@ -10,12 +10,7 @@ from longnet_longrep.pairs import (FrozenPairBatches, PairAugmentation, PairBatc
                                    intensity_transforms, replay)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 class _Index:

@@ -13,12 +13,7 @@ from longnet_longrep.taps import FeatureTaps, find_taps
 from tiny_seg_dataset import tiny_plans
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def plain_arch() -> dict:

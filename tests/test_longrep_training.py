@@ -21,12 +21,7 @@ TINY_PT = ["--proj-width", "32", "--num-patches", "16", "--val-iters", "1", "-de
 TINY_FT = ["--val-iters", "1", "--no-validation-mirroring", "--disable-final-validation", "-device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def make_tiny_longitudinal(root: Path, n_subjects: int = 4, n_visits: int = 3) -> Path:

@@ -16,13 +16,12 @@ from longnet_stamp.probe_net import AttentionPoolProbe, STAMPProbeNet
 from longnet_stamp.timeembed import DtBinning, DtEmbedding, timestep_sinusoid
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
+
+
 @pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config(**kw) -> STAMPConfig:

@@ -27,12 +27,7 @@ from tiny_seg_dataset import fold_dir, set_env
 T, C, SHAPE = 3, 1, (8, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def _filled_context(seed: int = 0, b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

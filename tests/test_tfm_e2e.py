@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from conftest import SHARED_DATA
 from longnet.cli.evaluate import main as evaluate_main
@@ -23,12 +22,7 @@ from tiny_seg_dataset import set_env
 TINY = ["--tiny", "--batch-size", "2", "--ode-steps", "2", "--n-context", "2", "-device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
 
 def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
