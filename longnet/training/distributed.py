@@ -72,6 +72,27 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def process_group_size() -> int:
+    """World size of the running process group, 1 without one (for code that has no DistContext, e.g. losses)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the gradients too (each rank's inputs affect every rank's result)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def split_batch(global_batch_size: int, world_size: int, rank: int) -> tuple[int, int]:
     """(local batch size, offset of this rank's first sample in the global batch); remainder to the first ranks."""
     if global_batch_size < world_size:

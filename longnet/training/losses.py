@@ -7,31 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def _ddp_world() -> int:
-    import torch.distributed as tdist
-
-    return tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1
-
-
-class AllReduceSum(torch.autograd.Function):
-    """Sum over DDP ranks whose backward sums the gradients too (each rank's inputs affect every rank's loss)."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as tdist
-
-        out = t.clone()
-        tdist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as tdist
-
-        grad = grad.clone()
-        tdist.all_reduce(grad)
-        return grad
+from longnet.training.distributed import AllReduceSum, process_group_size
 
 
 class SoftDiceLoss(nn.Module):
@@ -64,7 +40,7 @@ class SoftDiceLoss(nn.Module):
         sum_pred = x.sum(axes)
         if self.batch_dice:
             intersect, sum_pred, sum_gt = intersect.sum(0), sum_pred.sum(0), sum_gt.sum(0)
-            if _ddp_world() > 1:  # batch Dice over the *global* batch, as on one GPU (gradients flow back too)
+            if process_group_size() > 1:  # batch Dice over the *global* batch, as on one GPU (gradients too)
                 intersect, sum_pred, sum_gt = (AllReduceSum.apply(t) for t in (intersect, sum_pred, sum_gt))
         dc = (2 * intersect + self.smooth) / (sum_gt + sum_pred + self.smooth).clamp_min(1e-8)
         return -dc.mean()
