@@ -48,21 +48,33 @@ def logits_to_segmentation(logits: np.ndarray, label_manager: LabelManager) -> n
     return logits.argmax(0).astype(np.uint16)
 
 
-def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configuration: ConfigurationPlan) -> np.ndarray:
-    """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default)."""
-    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
-
-    logits = _as_numpy(logits)
+def _resampling_back(props: dict, plans: Plans, configuration: ConfigurationPlan) -> tuple[list, list, list, dict]:
+    """(cropped original shape, current spacing, original spacing, the plan's probability resampling kwargs):
+    what undoing the resampling needs, on the numpy path and on the device path alike."""
     target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
     original_spacing = [float(props["spacing"][i]) for i in plans.transpose_forward]
     current_spacing = list(configuration.spacing)
     if len(current_spacing) < len(target_shape):  # 2d configuration: z keeps its original spacing
         current_spacing = [original_spacing[0], *current_spacing]
-    if list(logits.shape[1:]) == target_shape:
-        return logits
     kwargs = dict(configuration.get("resampling_fn_probabilities_kwargs") or
                   {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None})
     kwargs["is_seg"] = False
+    return target_shape, current_spacing, original_spacing, kwargs
+
+
+def label_dtype(label_manager: LabelManager) -> type:
+    """The smallest unsigned type that holds every label (what nnU-Net writes)."""
+    return np.uint8 if max(label_manager.all_labels) < 255 else np.uint16
+
+
+def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configuration: ConfigurationPlan) -> np.ndarray:
+    """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default)."""
+    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+
+    logits = _as_numpy(logits)
+    target_shape, current_spacing, original_spacing, kwargs = _resampling_back(props, plans, configuration)
+    if list(logits.shape[1:]) == target_shape:
+        return logits
     out = resample_data_or_seg_to_shape(logits, target_shape, current_spacing, original_spacing, **kwargs)
     return np.asarray(out, dtype=np.float32)
 
@@ -73,12 +85,7 @@ def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, conf
     map crosses to the host; None when the plan's resampling has no torch equivalent (then use `convert_logits`)."""
     from longnet.preprocessing.resampling import resample_logits_torch
 
-    target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
-    original_spacing = [float(props["spacing"][i]) for i in plans.transpose_forward]
-    current_spacing = list(configuration.spacing)
-    if len(current_spacing) < len(target_shape):
-        current_spacing = [original_spacing[0], *current_spacing]
-    kwargs = dict(configuration.get("resampling_fn_probabilities_kwargs") or {"order": 1, "order_z": 0})
+    target_shape, current_spacing, original_spacing, kwargs = _resampling_back(props, plans, configuration)
     resampled = resample_logits_torch(logits, target_shape, current_spacing, original_spacing,
                                       int(kwargs.get("order", 1)), int(kwargs.get("order_z", 0)),
                                       kwargs.get("force_separate_z"))
@@ -90,8 +97,7 @@ def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, conf
             seg[resampled[i] > 0] = c  # sigmoid(x) > 0.5  <=>  x > 0
     else:
         seg = resampled.argmax(0)
-    dtype = np.uint8 if max(label_manager.all_labels) < 255 else np.uint16
-    return seg.cpu().numpy().astype(dtype)
+    return seg.cpu().numpy().astype(label_dtype(label_manager))
 
 
 def revert_cropping_and_transpose(arr: np.ndarray, props: dict, plans: Plans, fill: float = 0) -> np.ndarray:
@@ -116,8 +122,7 @@ def convert_logits(logits, props: dict, plans: Plans, configuration: Configurati
         seg = probabilities_to_segmentation(probs, label_manager)
     else:
         seg = logits_to_segmentation(logits, label_manager)
-    dtype = np.uint8 if max(label_manager.all_labels) < 255 else np.uint16
-    seg = revert_cropping_and_transpose(seg.astype(dtype), props, plans)
+    seg = revert_cropping_and_transpose(seg.astype(label_dtype(label_manager)), props, plans)
     if probs is not None:
         full = revert_cropping_and_transpose(probs, props, plans)
         if not label_manager.has_regions:  # outside the crop is background with certainty

@@ -92,7 +92,6 @@ def resample_logits_torch(logits, new_shape, current_spacing, new_spacing, order
                           force_separate_z: bool | None = None):
     """`resample_data_or_seg_to_shape` for logits as a torch tensor on any device (linear, or in-plane linear then
     nearest/linear along a coarse axis): the GPU path of prediction export. Returns None for orders it lacks."""
-    import torch
     import torch.nn.functional as F
 
     new_shape = [int(s) for s in new_shape]
@@ -111,4 +110,3 @@ def resample_logits_torch(logits, new_shape, current_spacing, new_spacing, order
         x = F.interpolate(x, size=new_shape, mode="nearest-exact" if order_z == 0 else "trilinear",
                           **({} if order_z == 0 else {"align_corners": False}))
     return x[0]
-

@@ -199,7 +199,8 @@ class RepresentationTrainer(Trainer):
         model_folder, output_folder = Path(model_folder), Path(output_folder)
         if output_folder.resolve() == Path(input_folder).resolve():
             raise LongnetError("output folder must differ from the input folder", output_folder)
-        trainers = [cls.from_checkpoint(p, device) for p in fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None))]
+        checkpoints = fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None))
+        trainers = [cls.from_checkpoint(p, device) for p in checkpoints]
         for t in trainers:
             t.configure_prediction(args)
         dj = load_json(model_folder / "dataset.json")
