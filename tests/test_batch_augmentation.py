@@ -257,3 +257,16 @@ def test_training_with_batched_augmentation_on_cpu(tmp_path, monkeypatch, capsys
     assert "training augmentation: batched on cpu" in capsys.readouterr().out
     ckpt = torch.load(fold_dir(tmp_path) / "checkpoint_final.pth", weights_only=True)
     assert np.isfinite(ckpt["logging"]["train_loss"][0])
+
+
+def test_known_label_values_give_the_same_labels_as_torch_unique():
+    """The trainer passes every possible label value (no per-batch torch.unique sync); absent labels change nothing."""
+    aug = spatial_aug_config(PATCH)
+    image, seg = _batch(aug, b=4, c=1, seed=3)
+    seg[seg == 1] = 0  # label 1 absent from the batch
+    plain, known = BatchAugmenter(PATCH, aug), BatchAugmenter(PATCH, aug, label_values=range(-1, 4))
+    p = plain.draw(4, 1, 0)
+    p.rotated[:] = True
+    _, a = plain(image.clone(), seg.clone(), 0, p)
+    _, b = known(image.clone(), seg.clone(), 0, p)
+    assert torch.equal(a, b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,8 +98,12 @@ class BatchAugmenter:
 
     def __init__(self, patch_size: list[int], aug: SpatialAugConfig, ds_scales: list | None = None,
                  use_mask_for_norm: list[bool] | None = None, regions: list | None = None,
-                 ignore_label: int | None = None, recipe: AugmentationRecipe = NNUNET_RECIPE):
+                 ignore_label: int | None = None, recipe: AugmentationRecipe = NNUNET_RECIPE,
+                 label_values: Sequence[int] | None = None):
         self.patch_size = [int(p) for p in patch_size]
+        # every value a label map can hold (-1 = outside the image); given, the spatial step needs no
+        # torch.unique, which would make the host wait for the device on every batch
+        self.label_values = sorted(label_values) if label_values is not None else None
         self.aug = aug
         self.ds_scales = ds_scales
         self.mask_channels = [i for i, m in enumerate(use_mask_for_norm or []) if m]
@@ -169,7 +174,8 @@ class BatchAugmenter:
         src = torch.einsum("...j,bij->b...i", base, affine) + centre
         grid = (2 * src / size - 1).flip(-1)  # grid_sample wants (x, y, z) = (last axis, ..., first axis)
         out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        labels = torch.unique(seg)
+        labels = (torch.tensor(self.label_values, device=seg.device) if self.label_values is not None
+                  else torch.unique(seg))
         onehot = torch.cat([(seg == v).float() for v in labels], 1)
         scores = F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         best, idx = scores.max(1, keepdim=True)
@@ -185,8 +191,9 @@ class BatchAugmenter:
 
         idx = p.noise.nonzero().flatten()
         if idx.numel():
-            noise = torch.randn(x[idx.to(dev)].shape, generator=gen, device=dev)
-            x[idx.to(dev)] += noise * p.noise_sd[idx].to(dev, torch.float32)[(slice(None),) + (None,) * (nd + 1)]
+            on_dev = idx.to(dev)
+            noise = torch.randn(x[on_dev].shape, generator=gen, device=dev)
+            x[on_dev] += noise * p.noise_sd[idx].to(dev, torch.float32)[(slice(None),) + (None,) * (nd + 1)]
         if bool(p.blur.any()):
             x = self._blur(x, p)
         if bool(p.brightness.any()):

@@ -107,7 +107,8 @@ class nnUNetTrainer(Trainer):
         flags = foreground_flags(conf.batch_size, offset, local_bs, self.oversample_foreground_percent)
         if train and self.augments_on_device:
             self.batch_augmenter = BatchAugmenter(conf.patch_size, self.aug, self.deep_supervision_scales,
-                                                  conf.use_mask_for_norm, self.regions, self.ignore_label)
+                                                  conf.use_mask_for_norm, self.regions, self.ignore_label,
+                                                  label_values=range(-1, max(self.label_manager.all_labels) + 1))
             transforms, patch = None, self.aug.initial_patch_size
             self.print(f"training augmentation: batched on {self.device.type} (--augmentation)")
         elif train:
