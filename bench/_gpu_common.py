@@ -3,6 +3,8 @@ device facts, synthetic raw datasets, the offline install on the lent GPU machin
 wall-clock budget, and the nnU-Net glue (custom short trainer, epoch times from checkpoints)."""
 from __future__ import annotations
 
+import argparse
+
 import os
 import re
 import signal
@@ -69,6 +71,19 @@ def peak_mem_gib(dev) -> float | None:
 
     dev = torch.device(dev)
     return round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2) if dev.type == "cuda" else None
+
+
+def add_timing_arguments(ap: argparse.ArgumentParser) -> None:
+    """--steps/--warmup and the eager/compiled selection shared by the plugin check scripts."""
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--no-compile", action="store_true", help="eager only")
+    ap.add_argument("--no-eager", action="store_true", help="compiled only")
+
+
+def compile_modes(args: argparse.Namespace) -> list[bool]:
+    """Which runs `add_timing_arguments` asked for: compiled and eager by default."""
+    return [False] if args.no_compile else ([True] if args.no_eager else [True, False])
 
 
 def enable_tf32(device: str) -> None:

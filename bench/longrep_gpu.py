@@ -16,7 +16,8 @@ import argparse
 import json
 
 import torch
-from _gpu_common import device_name, enable_tf32, peak_mem_gib, time_steps
+from _gpu_common import (add_timing_arguments, compile_modes, device_name, enable_tf32, peak_mem_gib,
+                         time_steps)
 
 
 def default_architecture(size: int = 128, base_features: int = 32, max_features: int = 320) -> dict:
@@ -93,17 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patches", type=int, default=128, help="positions M per tapped layer")
     ap.add_argument("--batch", type=int, default=2, help="pairs per batch")
     ap.add_argument("--amp", default=None, choices=["bf16", "fp16", "off"], help="default fp16 on CUDA, off on CPU")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
-    ap.add_argument("--no-eager", action="store_true", help="compiled only")
+    add_timing_arguments(ap)
     args = ap.parse_args(argv)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     enable_tf32(args.device)
     amp = args.amp or ("fp16" if args.device.startswith("cuda") else "off")
-    modes = [False] if args.no_compile else ([True] if args.no_eager else [True, False])
-    for compiled in modes:
+    for compiled in compile_modes(args):
         print(json.dumps(run_check(args.device, args.size, args.features, args.width, args.patches, args.batch,
                                    compile=compiled, amp=amp, steps=args.steps, warmup=args.warmup)), flush=True)
     return 0

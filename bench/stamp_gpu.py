@@ -14,7 +14,8 @@ import argparse
 import json
 
 import torch
-from _gpu_common import device_name, enable_tf32, peak_mem_gib, time_steps
+from _gpu_common import (add_timing_arguments, compile_modes, device_name, enable_tf32, peak_mem_gib,
+                         time_steps)
 
 
 def run_check(device: str = "cuda", size: int = 128, patch: int = 16, channels: int = 1, batch: int = 8,
@@ -68,14 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--preset", default="base")
     ap.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "off"])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
-    ap.add_argument("--no-eager", action="store_true", help="compiled only")
+    add_timing_arguments(ap)
     args = ap.parse_args(argv)
     enable_tf32(args.device)
-    modes = [False] if args.no_compile else ([True] if args.no_eager else [True, False])
-    for compiled in modes:
+    for compiled in compile_modes(args):
         print(json.dumps(run_check(args.device, args.size, args.patch, args.channels, args.batch, args.preset,
                                    compiled, args.amp, args.steps, args.warmup)), flush=True)
     return 0

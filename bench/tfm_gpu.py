@@ -19,7 +19,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _gpu_common import device_name, enable_tf32, peak_mem_gib, time_steps
+from _gpu_common import (add_timing_arguments, compile_modes, device_name, enable_tf32, peak_mem_gib,
+                         time_steps)
 
 
 def run_check(device: str = "cuda", size: tuple[int, int, int] = (32, 128, 128), slots: int = 3, channels: int = 1,
@@ -92,15 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mult", default="1,1,2,4")
     ap.add_argument("--no-attention", action="store_true")
     ap.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "off"])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--ode-steps", type=int, default=10)
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
-    ap.add_argument("--no-eager", action="store_true", help="compiled only")
+    add_timing_arguments(ap)
     args = ap.parse_args(argv)
     enable_tf32(args.device)
-    modes = [False] if args.no_compile else ([True] if args.no_eager else [True, False])
-    for compiled in modes:
+    for compiled in compile_modes(args):
         print(json.dumps(run_check(args.device, _ints(args.size), args.slots, args.channels, args.batch, args.base,
                                    _ints(args.mult), not args.no_attention, compiled, args.amp, args.steps,
                                    args.warmup, args.ode_steps)), flush=True)
