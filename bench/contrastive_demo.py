@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--iters", type=int, default=25, help="iterations per epoch")
     p.add_argument("--only", choices=["learner", "clinimcl"], default=None)
+    p.add_argument("--learner-args", dest="learner_args", default="",
+                   help="more LEARNERTrainer options for both variants, e.g. \"--widths 16 32 64 128\"")
     p.add_argument("--device", default="cpu")
     p.add_argument("--reuse", action="store_true", help="keep the dataset already preprocessed under --out "
                    "(same --train/--test-subjects and --data-seed assumed)")
@@ -124,7 +126,8 @@ def main(argv=None) -> int:
 
                 for variant, weight in (("weighted", 1.0), ("mse_only", 0.0)):
                     with _quiet(args.verbose):
-                        r = run_variant(ctx, f"{variant}_s{seed}", weight, seed=seed)
+                        r = run_variant(ctx, f"{variant}_s{seed}", weight, seed=seed,
+                                        extra=tuple(args.learner_args.split()))
                     r["variant"] = variant
                     learner.append(r)
                     print(f"seed {seed} LEARNER {variant:9s} macro-F1 {r['macro_F1']:.3f} (present classes "
@@ -148,12 +151,18 @@ def main(argv=None) -> int:
         counts = learner[0]["target_counts"]
         lines.append(f"LEARNER (test pairs: {learner[0]['num_pairs']}, targets {counts}; mean ± sd over seeds)")
         lines.append(f"{'variant':10s} | {'macro-F1 (3-way)':18s} | {'macro-F1 (present)':18s} | "
-                     f"{'Spearman ρ':16s} | MCCD")
+                     f"{'Spearman ρ':16s} | {'ρ between subj.':16s} | {'PC1 share':16s} | MCCD")
         for v in ("weighted", "mse_only"):
             rs = [r for r in learner if r["variant"] == v]
             lines.append(f"{v:10s} | {_stat([r['macro_F1'] for r in rs]):18s} | "
                          f"{_stat([r['macro_F1_present_classes'] for r in rs]):18s} | "
-                         f"{_stat([r['spearman'] for r in rs]):16s} | {_stat([r['MCCD'] for r in rs])}")
+                         f"{_stat([r['spearman'] for r in rs]):16s} | "
+                         f"{_stat([r.get('spearman_between', np.nan) for r in rs]):16s} | "
+                         f"{_stat([r.get('first_component_share', np.nan) for r in rs]):16s} | "
+                         f"{_stat([r['MCCD'] for r in rs])}")
+        lines.append("(Spearman ρ: consecutive-visit distance vs |Δscore|, the issue's target; ρ between subj.: "
+                     "distance of scans of different subjects vs their score gap, what the weighted loss trains; "
+                     "PC1 share: variance of the unit embeddings along their first principal component)")
         w = {r["seed"]: r for r in learner if r["variant"] == "weighted"}
         b = {r["seed"]: r for r in learner if r["variant"] == "mse_only"}
         wins_f1 = sum(w[s]["macro_F1"] > b[s]["macro_F1"] for s in w if s in b)

@@ -1,5 +1,6 @@
 """One-shot segmentation on the synthetic demo cohort: LongRep (pretrain + finetune) vs nnUNetTrainer from random
-initialisation, both with the labels of ONE training subject (`--labelled-subjects 1`, same subject for both).
+initialisation, with the labels of ONE training subject (`--labelled-subjects 1`, the same subject for both arms;
+more subjects for the few-shot setting).
 
 Budget: both arms get the same number of finetuning/training optimizer steps (EPOCHS × ITERS); LongRep additionally
 spends PT_EPOCHS × PT_ITERS self-supervised steps on unlabelled visit pairs of all training subjects (reported as
@@ -46,7 +47,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-subjects", type=int, default=4)
     p.add_argument("--shape", type=int, nargs=3, default=[32, 40, 32])
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--labelled-seed", type=int, default=0, help="picks the one labelled subject")
+    p.add_argument("--anatomy-time-scale", dest="anatomy_time_scale", type=float, default=1.0,
+                   help="< 1: the cohort's structures change that much slower between visits (0.1: nearly stable "
+                        "anatomy, the setting LongRep assumes; 1: the demo cohort)")
+    p.add_argument("--labelled-seed", type=int, default=0, help="picks the labelled subject(s)")
+    p.add_argument("--labelled-subjects", type=int, default=1,
+                   help="labelled training subjects (1 = one-shot; more = the paper's few-shot setting)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--epochs", type=int, default=10, help="supervised epochs (both arms)")
     p.add_argument("--iters", type=int, default=20, help="iterations per supervised epoch (both arms)")
     p.add_argument("--pt-epochs", type=int, default=10, help="LongRep pretraining epochs")
@@ -67,7 +74,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="only the two arms that isolate the initialisation (LongRepFinetuner, Adam 2e-4, no L_cs: "
                         "random vs pretrained) for --labelled-seed; with --reuse, adds rows to the table")
     p.add_argument("--reuse", action="store_true",
-                   help="keep OUT's dataset and pretraining checkpoint from an earlier run; rerun only the arms")
+                   help="keep OUT's dataset, pretraining checkpoint and table from an earlier run; run only the "
+                        "arms (rows with the same name are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny schedule (pipeline check, numbers meaningless)")
     args = p.parse_args(argv)
     if args.quick:
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from longnet.demo.recipes import call_command, demo_environment
     from longnet.demo.synthetic import generate_demo_dataset
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, args.threads))
     out = Path(args.out).resolve()
     if out.exists() and not args.reuse:
         shutil.rmtree(out)
@@ -111,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"), None)
         if not (args.reuse and pre is not None and (pre / f"{PLANS}.json").is_file()):
             raw = generate_demo_dataset(roots["LONGNET_RAW"], args.subjects, args.test_subjects, args.shape,
-                                        seed=args.data_seed, dataset_id=DATASET_ID)
+                                        seed=args.data_seed, dataset_id=DATASET_ID,
+                                        anatomy_time_scale=args.anatomy_time_scale)
             call_command("plan_and_preprocess", "main_plan_and_preprocess",
                          ["-d", str(DATASET_ID), "-c", CONFIG, "-np", "2", "--align", "rigid"])
             pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"))
@@ -119,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         times["data"] = time.time() - t0
         common = [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-device", args.device, "--disable-final-validation",
                   "--val-iters", "2", "--no-validation-mirroring"]
-        budget = ["--labelled-subjects", "1", "--labelled-seed", str(args.labelled_seed)]
+        budget = ["--labelled-subjects", str(args.labelled_subjects), "--labelled-seed", str(args.labelled_seed)]
+        steps = args.epochs * args.iters
+        # row names carry what differs from the one-shot 200-step default, so --reuse runs add rows
+        shots = (f", {args.labelled_subjects} labelled subjects" if args.labelled_subjects != 1 else "") + \
+            (f", {steps} steps" if steps != 200 else "")
         sched = ["--epochs", str(args.epochs), "--iters-per-epoch", str(args.iters)]
 
         def run_arm(name: str, trainer: str, train_argv: list[str], pretrain: float = 0.0) -> None:
@@ -139,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ckpt_glob = f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"
         ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob), None)
-        if not args.reuse and not args.init_arms:
-            run_arm("nnUNetTrainer (random init)", "nnUNetTrainer", sched + budget)
+        if not args.init_arms:
+            run_arm(f"nnUNetTrainer (random init){shots}", "nnUNetTrainer", sched + budget)
         pt_s = 0.0
         if ckpt is None or not args.reuse:
             t = time.time()
@@ -152,19 +165,19 @@ def main(argv: list[str] | None = None) -> int:
             pt_s = time.time() - t
             ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob))
         pretrained = ["--pretrained-weights", str(ckpt)]
-        if not args.reuse and not args.init_arms:
-            run_arm("LongRep pretrain + finetune", "LongRepFinetuner",
+        if not args.init_arms:
+            run_arm(f"LongRep pretrain + finetune{shots}", "LongRepFinetuner",
                     sched + budget + pretrained + args.ft_args.split(), pretrain=pt_s)
-        if args.matched_compute and not args.reuse and not args.init_arms:
+        if args.matched_compute and not args.init_arms:
             total = args.epochs * args.iters + args.pt_epochs * args.pt_iters
-            run_arm("nnUNetTrainer, matched compute", "nnUNetTrainer",
+            run_arm(f"nnUNetTrainer, matched compute{shots}", "nnUNetTrainer",
                     ["--epochs", str(args.epochs), "--iters-per-epoch", str(total // args.epochs)] + budget)
         if args.init_arms:
             adam_off = ["--optimizer", "adam", "--cs-mode", "off"]
-            run_arm(f"random init, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}", "LongRepFinetuner",
-                    sched + budget + adam_off)
-            run_arm(f"pretrained, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}", "LongRepFinetuner",
-                    sched + budget + pretrained + adam_off)
+            run_arm(f"random init, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}{shots}",
+                    "LongRepFinetuner", sched + budget + adam_off)
+            run_arm(f"pretrained, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}{shots}",
+                    "LongRepFinetuner", sched + budget + pretrained + adam_off)
         if args.ablations:
             sgd, adam = ["--optimizer", "sgd"], ["--optimizer", "adam"]
             for name, extra in (("pretrained, no L_cs (SGD)", pretrained + sgd + ["--cs-mode", "off"]),
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                                 ("pretrained, no L_cs (Adam 2e-4)", pretrained + adam + ["--cs-mode", "off"]),
                                 ("pretrained + L_cs alternate (Adam 2e-4)", pretrained + adam + ["--cs-mode",
                                                                                                  "alternate"])):
-                run_arm(name, "LongRepFinetuner", sched + budget + extra)
+                run_arm(name + shots, "LongRepFinetuner", sched + budget + extra)
     _print_table(rows)
     result = {"settings": vars(args), "rows": rows, "data_s": round(times["data"], 1)}
     (out / "longrep_oneshot.json").write_text(json.dumps(result, indent=2))

@@ -30,43 +30,34 @@ CONFIG = "3d_fullres"
 TARGET = "converter"
 
 
-def _env(out: Path) -> None:
-    for sub, var in (("raw", "LONGNET_RAW"), ("pre", "LONGNET_PREPROCESSED"), ("res", "LONGNET_RESULTS")):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        os.environ[var] = str(out / sub)
-    os.environ.setdefault("LONGNET_N_PROC_DA", "0")
-    os.environ.setdefault("LONGNET_COMPILE", "0")
-
-
-def _run(fn, argv: list[str]) -> None:
-    rc = fn(argv)
-    if rc not in (0, None):
-        raise SystemExit(f"command failed ({rc}): {' '.join(argv)}")
+def _root(var: str) -> Path:
+    """A folder of the run's environment (set by `demo_environment` in main)."""
+    return Path(os.environ[var])
 
 
 def prepare_data(out: Path, n_train: int, n_test: int, seed: int, reuse: bool) -> Path:
-    from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
+    from longnet.demo.recipes import call_command
     from longnet.demo.synthetic import dataset_folder_name, generate_demo_dataset
 
-    raw = out / "raw" / dataset_folder_name(DID, NAME)
-    pre = out / "pre" / dataset_folder_name(DID, NAME)
+    raw = _root("LONGNET_RAW") / dataset_folder_name(DID, NAME)
+    pre = _root("LONGNET_PREPROCESSED") / dataset_folder_name(DID, NAME)
     if reuse and (pre / "nnUNetPlans_3d_fullres").is_dir():
         return raw
     for p in (raw, pre, out / "encoders"):  # encoders of an earlier dataset must not be reused with new data
         shutil.rmtree(p, ignore_errors=True)
-    raw = generate_demo_dataset(out / "raw", n_subjects_train=n_train, n_subjects_test=n_test, seed=seed,
+    raw = generate_demo_dataset(raw.parent, n_subjects_train=n_train, n_subjects_test=n_test, seed=seed,
                                 dataset_id=DID, name=NAME)
-    _run(main_plan_and_preprocess, ["-d", str(DID), "-c", CONFIG, "-np", "2"])
+    call_command("plan_and_preprocess", "main_plan_and_preprocess", ["-d", str(DID), "-c", CONFIG, "-np", "2"])
     return raw
 
 
-def _model_folder(out: Path, trainer: str) -> Path:
-    return out / "res" / f"Dataset{DID}_{NAME}" / f"{trainer}__nnUNetPlans__{CONFIG}"
+def _model_folder(trainer: str) -> Path:
+    return _root("LONGNET_RESULTS") / f"Dataset{DID}_{NAME}" / f"{trainer}__nnUNetPlans__{CONFIG}"
 
 
 def pretrain(out: Path, variant: str, seed: int, args) -> Path:
     """Pretrain one encoder; returns a copy of its final checkpoint (the model folder is reused)."""
-    from longnet.cli.train import main as train
+    from longnet.demo.recipes import call_command
 
     budget = f"{args.preset}_{args.pretrain_epochs}x{args.pretrain_iters}x{args.pretrain_batch}"
     dest = out / "encoders" / f"{variant}_seed{seed}_{budget}.pth"
@@ -77,9 +68,9 @@ def pretrain(out: Path, variant: str, seed: int, args) -> Path:
             "--batch-size", str(args.pretrain_batch), "--seed", str(seed)]
     if variant == "siamese_mae":
         argv.append("--deterministic-mae")
-    folder = _model_folder(out, "STAMPTrainer")
+    folder = _model_folder("STAMPTrainer")
     shutil.rmtree(folder, ignore_errors=True)
-    _run(train, argv)
+    call_command("train", "main", argv)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(folder / "fold_all" / "checkpoint_final.pth", dest)
     return dest
@@ -97,15 +88,16 @@ def probe_once(out: Path, raw: Path, source: list[str], seed: int, args, target:
     (mean probability over the subject's visits; only for subject-level targets)."""
     import torch
 
-    from longnet.cli.train import main as train
+    from longnet.demo.recipes import call_command
     from longnet.evaluation.classification import classification_metrics
     from longnet_stamp.predict import add_probe_arguments, predict_probe
 
-    folder = _model_folder(out, "STAMPProbeTrainer")
+    folder = _model_folder("STAMPProbeTrainer")
     shutil.rmtree(folder, ignore_errors=True)
-    _run(train, [str(DID), CONFIG, "all", "-tr", "STAMPProbeTrainer", "-device", "cpu", "--target", target,
-                 "--horizon-days", str(args.horizon), "--epochs", str(args.probe_epochs), "--iters-per-epoch",
-                 str(args.probe_iters), "--batch-size", str(args.probe_batch), "--seed", str(seed), *source])
+    call_command("train", "main", [str(DID), CONFIG, "all", "-tr", "STAMPProbeTrainer", "-device", "cpu", "--target",
+                                   target, "--horizon-days", str(args.horizon), "--epochs", str(args.probe_epochs),
+                                   "--iters-per-epoch", str(args.probe_iters), "--batch-size", str(args.probe_batch),
+                                   "--seed", str(seed), *source])
     parser = argparse.ArgumentParser()
     add_probe_arguments(parser)
     pargs = parser.parse_args(["--prior-seed", str(seed)])
@@ -166,7 +158,7 @@ def oracle(raw: Path) -> dict:
 def add_control_target(out: Path, raw: Path) -> Path:
     """Positive control visible in ONE scan: `low_score` = score below the training median, written into the
     preprocessed visits.json (what the trainer reads) and a copy of visitsTs.csv (the test truth)."""
-    pre = out / "pre" / raw.name
+    pre = _root("LONGNET_PREPROCESSED") / raw.name
     visits = json.loads((pre / "visits.json").read_text())
     median = float(np.median([v["meta"]["score"] for v in visits.values()]))
     for v in visits.values():
@@ -239,63 +231,69 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    _env(out)
-    t0 = time.time()
-    raw = prepare_data(out, args.train_subjects, args.test_subjects, args.data_seed, args.reuse)
-    t_data = time.time() - t0
-    pre_seeds = [12345 + i for i in range(args.pretrain_seeds)]
-    encoders = {(v, s): pretrain(out, v, s, args) for s in pre_seeds for v in ("stamp", "siamese_mae")}
-    t_pre = time.time() - t0 - t_data
+    os.environ.setdefault("LONGNET_N_PROC_DA", "0")
+    os.environ.setdefault("LONGNET_COMPILE", "0")
+    from longnet.demo.recipes import demo_environment
 
-    def sources(seed: int) -> dict[str, list[str]]:
-        src = {"STAMP": ["--encoder", str(encoders["stamp", seed])],
-               "Siamese-MAE (deterministic)": ["--encoder", str(encoders["siamese_mae", seed])],
-               "random encoder": ["--random-encoder", "--preset", args.preset]}
-        if args.encoder_tokens:
-            src["STAMP, encoder tokens (no z)"] = ["--encoder", str(encoders["stamp", seed]), "--encoder-tokens"]
-        return src
+    with demo_environment(out):
+        t0 = time.time()
+        raw = prepare_data(out, args.train_subjects, args.test_subjects, args.data_seed, args.reuse)
+        t_data = time.time() - t0
+        pre_seeds = [12345 + i for i in range(args.pretrain_seeds)]
+        encoders = {(v, s): pretrain(out, v, s, args) for s in pre_seeds for v in ("stamp", "siamese_mae")}
+        t_pre = time.time() - t0 - t_data
 
-    results: dict[str, list[dict]] = {}
-    for i, ps in enumerate(pre_seeds):
-        for j in range(args.probe_seeds):
-            for name, src in sources(ps).items():
-                results.setdefault(name, []).append(probe_once(out, raw, src, 1000 + 100 * i + j, args))
-    orc = oracle(raw)
-    control: dict[str, list[dict]] = {}
-    if not args.no_control:
-        truth = add_control_target(out, raw)
-        for name, src in sources(pre_seeds[0]).items():
-            control[name] = [probe_once(out, raw, src, 2000 + j, args, "low_score", truth)
-                             for j in range(args.control_seeds)]
-    t_probe = time.time() - t0 - t_data - t_pre
+        def sources(seed: int) -> dict[str, list[str]]:
+            src = {"STAMP": ["--encoder", str(encoders["stamp", seed])],
+                   "Siamese-MAE (deterministic)": ["--encoder", str(encoders["siamese_mae", seed])],
+                   "random encoder": ["--random-encoder", "--preset", args.preset]}
+            if args.encoder_tokens:
+                src["STAMP, encoder tokens (no z)"] = ["--encoder", str(encoders["stamp", seed]), "--encoder-tokens"]
+            return src
 
-    first = next(iter(results.values()))[0]
-    runs = args.pretrain_seeds * args.probe_seeds
-    print(f"\nSTAMP probe benchmark on the synthetic demo cohort ({args.train_subjects} training / "
-          f"{args.test_subjects} test subjects): preset {args.preset}; pretraining {args.pretrain_epochs}x"
-          f"{args.pretrain_iters} steps of {args.pretrain_batch} pairs; probe {args.probe_epochs}x{args.probe_iters} "
-          f"steps of {args.probe_batch} scans; mean ± std over {runs} run(s) = {args.pretrain_seeds} pretraining "
-          f"seed(s) x {args.probe_seeds} probe seed(s) (random encoder: a new initialisation per run)")
-    summary = {"converter": _table(
-        f"target {TARGET!r} at {args.horizon:g} days; test split {first['n_subjects']} subjects "
-        f"({first['pos_subjects']} converters) / {first['n_visits']} visits ({first['pos_visits']} positive)", results)}
-    print(f"{'oracle: GT volumes + days, logreg':32s} {orc['AUROC_visit']:16.3f} {orc['AUROC_subject']:16.3f}   "
-          f"(fit on the training visits: AUROC {orc['AUROC_train_fit']:.3f}; GT ventricle volume alone on test: "
-          f"{orc['AUROC_ventricles_test']:.3f})")
-    summary["oracle"] = orc
-    if control:
-        c0 = next(iter(control.values()))[0]
-        summary["control_low_score"] = _table(
-            f"positive control: 'low_score' (score below the training median, visible in one scan); "
-            f"{c0['n_visits']} test visits ({c0['pos_visits']} positive); pretraining seed {pre_seeds[0]}", control)
-    logs = {f"{v}_seed{s}": _pretrain_log(p) for (v, s), p in encoders.items()}  # noqa: E741
-    print("\npretraining (mean of the last 3 epochs): " + "; ".join(
-        f"{v}: " + ", ".join(f"{k[6:]} {x:.4f}" for k, x in sorted(l.items())) for v, l in logs.items()))
-    print(f"\ntime: data {t_data:.0f} s, pretraining {t_pre:.0f} s, probes {t_probe:.0f} s, "
-          f"total {time.time() - t0:.0f} s")
-    (out / "stamp_probe_summary.json").write_text(json.dumps({"args": vars(args), "results": summary,
-                                                              "pretraining": logs}, indent=2, default=str))
-    return 0
+        results: dict[str, list[dict]] = {}
+        for i, ps in enumerate(pre_seeds):
+            for j in range(args.probe_seeds):
+                for name, src in sources(ps).items():
+                    results.setdefault(name, []).append(probe_once(out, raw, src, 1000 + 100 * i + j, args))
+        orc = oracle(raw)
+        control: dict[str, list[dict]] = {}
+        if not args.no_control:
+            truth = add_control_target(out, raw)
+            for name, src in sources(pre_seeds[0]).items():
+                control[name] = [probe_once(out, raw, src, 2000 + j, args, "low_score", truth)
+                                 for j in range(args.control_seeds)]
+        t_probe = time.time() - t0 - t_data - t_pre
+
+        first = next(iter(results.values()))[0]
+        runs = args.pretrain_seeds * args.probe_seeds
+        print(f"\nSTAMP probe benchmark on the synthetic demo cohort ({args.train_subjects} training / "
+              f"{args.test_subjects} test subjects): preset {args.preset}; pretraining {args.pretrain_epochs}x"
+              f"{args.pretrain_iters} steps of {args.pretrain_batch} pairs; probe {args.probe_epochs}x"
+              f"{args.probe_iters} steps of {args.probe_batch} scans; mean ± std over {runs} run(s) = "
+              f"{args.pretrain_seeds} pretraining seed(s) x {args.probe_seeds} probe seed(s) (random encoder: a new "
+              f"initialisation per run)")
+        summary = {"converter": _table(
+            f"target {TARGET!r} at {args.horizon:g} days; test split {first['n_subjects']} subjects "
+            f"({first['pos_subjects']} converters) / {first['n_visits']} visits ({first['pos_visits']} positive)",
+            results)}
+        print(f"{'oracle: GT volumes + days, logreg':32s} {orc['AUROC_visit']:16.3f} {orc['AUROC_subject']:16.3f}   "
+              f"(fit on the training visits: AUROC {orc['AUROC_train_fit']:.3f}; GT ventricle volume alone on test: "
+              f"{orc['AUROC_ventricles_test']:.3f})")
+        summary["oracle"] = orc
+        if control:
+            c0 = next(iter(control.values()))[0]
+            summary["control_low_score"] = _table(
+                f"positive control: 'low_score' (score below the training median, visible in one scan); "
+                f"{c0['n_visits']} test visits ({c0['pos_visits']} positive); pretraining seed {pre_seeds[0]}", control)
+        logs = {f"{v}_seed{s}": _pretrain_log(p) for (v, s), p in encoders.items()}  # noqa: E741
+        print("\npretraining (mean of the last 3 epochs): " + "; ".join(
+            f"{v}: " + ", ".join(f"{k[6:]} {x:.4f}" for k, x in sorted(l.items())) for v, l in logs.items()))
+        print(f"\ntime: data {t_data:.0f} s, pretraining {t_pre:.0f} s, probes {t_probe:.0f} s, "
+              f"total {time.time() - t0:.0f} s")
+        (out / "stamp_probe_summary.json").write_text(json.dumps({"args": vars(args), "results": summary,
+                                                                  "pretraining": logs}, indent=2, default=str))
+        return 0
 
 
 if __name__ == "__main__":

@@ -30,50 +30,36 @@ DEMO_NET = ["--base-channels", "8", "--channel-mult", "1,2,2", "--attention-leve
             "--downsample", "all", "--patch-size", "16,24,24", "--batch-size", "4"]
 
 
-def _env(out: Path) -> None:
-    for sub, var in (("raw", "LONGNET_RAW"), ("pre", "LONGNET_PREPROCESSED"), ("res", "LONGNET_RESULTS")):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        os.environ[var] = str(out / sub)
-    os.environ.setdefault("LONGNET_N_PROC_DA", "0")
-    os.environ.setdefault("LONGNET_COMPILE", "0")
-
-
-def _run(fn, argv: list[str]) -> None:
-    print("$", fn.__module__.split(".")[-1], " ".join(argv), flush=True)
-    rc = fn(argv)
-    if rc not in (0, None):
-        raise SystemExit(f"command failed ({rc}): {' '.join(argv)}")
-
-
-def prepare_data(out: Path, n_train: int, n_test: int, shape: tuple[int, int, int], seed: int, reuse: bool) -> Path:
-    from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
+def prepare_data(n_train: int, n_test: int, shape: tuple[int, int, int], seed: int, reuse: bool) -> Path:
+    from longnet.demo.recipes import call_command
     from longnet.demo.synthetic import dataset_folder_name, generate_demo_dataset
 
-    raw = out / "raw" / dataset_folder_name(DID)
-    pre = out / "pre" / dataset_folder_name(DID)
+    raw = Path(os.environ["LONGNET_RAW"]) / dataset_folder_name(DID)
+    pre = Path(os.environ["LONGNET_PREPROCESSED"]) / dataset_folder_name(DID)
     if reuse and any(pre.glob("nnUNetPlans_3d_fullres*/plan_fingerprint.json")):
         return raw
     for p in (raw, pre):
         shutil.rmtree(p, ignore_errors=True)
-    raw = generate_demo_dataset(out / "raw", n_train, n_test, shape, seed=seed, dataset_id=DID)
-    _run(main_plan_and_preprocess, ["-d", str(DID), "-c", CONFIG, "-np", "2", "--align", "rigid"])
+    raw = generate_demo_dataset(raw.parent, n_train, n_test, shape, seed=seed, dataset_id=DID)
+    call_command("plan_and_preprocess", "main_plan_and_preprocess",
+                 ["-d", str(DID), "-c", CONFIG, "-np", "2", "--align", "rigid"])
     return raw
 
 
 def predict(model_folder: Path, raw: Path, dest: Path) -> None:
     """`longnet_predict -tr TFMTrainer --patients patientsTs.json --with-lci --with-context-mean`."""
-    from longnet.cli.predict import main as predict_main
+    from longnet.demo.recipes import call_command
 
-    _run(predict_main, ["-i", str(raw / "imagesTs"), "-o", str(dest), "-m", str(model_folder), "-f", "all",
-                        "--patients", str(raw / "patientsTs.json"), "--with-lci", "--with-context-mean",
-                        "-device", "cpu"])
+    call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(dest), "-m", str(model_folder), "-f", "all",
+                                     "--patients", str(raw / "patientsTs.json"), "--with-lci",
+                                     "--with-context-mean", "-device", "cpu"])
 
 
 def evaluate(pred_dir: Path, refs: Path, summary: Path) -> dict:
-    from longnet.cli.evaluate import main as evaluate_main
+    from longnet.demo.recipes import call_command
 
-    _run(evaluate_main, [str(refs / "reference"), str(pred_dir), "--task", "forecast", "--baseline",
-                         str(refs / "lci"), "-o", str(summary)])
+    call_command("evaluate", "main", [str(refs / "reference"), str(pred_dir), "--task", "forecast", "--baseline",
+                                      str(refs / "lci"), "-o", str(summary)])
     return json.loads(summary.read_text())
 
 
@@ -95,49 +81,52 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    _env(out)
-    t0 = time.time()
-    raw = prepare_data(out, args.n_train, args.n_test, (32, 40, 32), args.seed, args.reuse_data)
-    t_data = time.time() - t0
-    from longnet.cli.train import main as train_main
+    os.environ.setdefault("LONGNET_N_PROC_DA", "0")
+    os.environ.setdefault("LONGNET_COMPILE", "0")
+    from longnet.demo.recipes import call_command, demo_environment
 
-    results = out / "res" / raw.name / f"{TRAINER}__nnUNetPlans__{CONFIG}"
-    shutil.rmtree(results, ignore_errors=True)
-    options = DEMO_NET + ["--lr", str(args.lr), "--epochs", str(args.epochs), "--iters-per-epoch", str(args.iters),
-                          "--seed", str(args.train_seed)] + list(args.extra)
-    t1 = time.time()
-    _run(train_main, [str(DID), CONFIG, "all", "-tr", TRAINER, "-device", "cpu"] + options)
-    t_train = time.time() - t1
-    preds = out / "predictions"
-    shutil.rmtree(preds, ignore_errors=True)
-    t2 = time.time()
-    predict(results, raw, preds)
-    t_pred = time.time() - t2
-    tfm = evaluate(preds, preds, preds / "tfm_summary.json")
-    ctx = evaluate(preds / "context_mean", preds, preds / "context_mean_summary.json")
-    side, side_ctx = tfm["side_by_side"], ctx["side_by_side"]
-    rows = [("TFM (trained)", side["overall"]["prediction"], side["changed"]["prediction"]),
-            ("LCI", side["overall"]["LCI"], side["changed"]["LCI"]),
-            ("mean of filled context (untrained TFM)", side_ctx["overall"]["prediction"],
-             side_ctx["changed"]["prediction"])]
-    n = len(tfm["metric_per_case"])
-    print(f"\nTFM vs LCI on the demo test split ({args.n_test} subjects, {n} forecast images = subjects x channels; "
-          f"changed region = {side['changed']['definition']}, {100 * side['changed']['fraction']:.1f}% of voxels)")
-    head = f"{'method':<40}{'NRMSE':>8}{'PSNR':>8}{'SSIM':>8} |{'NRMSE_chg':>10}{'PSNR_chg':>9}{'SSIM_chg':>9}"
-    print(head + "\n" + "-" * len(head))
-    for name, a, b in rows:
-        print(f"{name:<40}{a['NRMSE']:>8.4f}{a['PSNR']:>8.2f}{a['SSIM']:>8.4f} |{b['NRMSE']:>10.4f}{b['PSNR']:>9.2f}"
-              f"{b['SSIM']:>9.4f}")
-    beats = (rows[0][1]["NRMSE"] < rows[1][1]["NRMSE"] and rows[0][1]["PSNR"] > rows[1][1]["PSNR"]
-             and rows[0][1]["SSIM"] >= rows[1][1]["SSIM"])
-    total = time.time() - t0
-    print(f"\nTFM beats LCI on NRMSE and PSNR and is not worse on SSIM: {'yes' if beats else 'NO'}")
-    print(f"time: data+preprocessing {t_data:.0f} s, training {t_train:.0f} s, forecasting {t_pred:.0f} s, "
-          f"total {total:.0f} s (torch threads {args.threads}; alignment: rigid)")
-    (out / "tfm_bench.json").write_text(json.dumps({"rows": {r[0]: {"overall": r[1], "changed": r[2]} for r in rows},
-                                                    "beats_lci": beats, "seconds": round(total, 1),
-                                                    "options": options}, indent=2))
-    return 0
+    with demo_environment(out) as roots:
+        t0 = time.time()
+        raw = prepare_data(args.n_train, args.n_test, (32, 40, 32), args.seed, args.reuse_data)
+        t_data = time.time() - t0
+        results = Path(roots["LONGNET_RESULTS"]) / raw.name / f"{TRAINER}__nnUNetPlans__{CONFIG}"
+        shutil.rmtree(results, ignore_errors=True)
+        options = DEMO_NET + ["--lr", str(args.lr), "--epochs", str(args.epochs), "--iters-per-epoch",
+                              str(args.iters), "--seed", str(args.train_seed)] + list(args.extra)
+        t1 = time.time()
+        call_command("train", "main", [str(DID), CONFIG, "all", "-tr", TRAINER, "-device", "cpu"] + options)
+        t_train = time.time() - t1
+        preds = out / "predictions"
+        shutil.rmtree(preds, ignore_errors=True)
+        t2 = time.time()
+        predict(results, raw, preds)
+        t_pred = time.time() - t2
+        tfm = evaluate(preds, preds, preds / "tfm_summary.json")
+        ctx = evaluate(preds / "context_mean", preds, preds / "context_mean_summary.json")
+        side, side_ctx = tfm["side_by_side"], ctx["side_by_side"]
+        rows = [("TFM (trained)", side["overall"]["prediction"], side["changed"]["prediction"]),
+                ("LCI", side["overall"]["LCI"], side["changed"]["LCI"]),
+                ("mean of filled context (untrained TFM)", side_ctx["overall"]["prediction"],
+                 side_ctx["changed"]["prediction"])]
+        n = len(tfm["metric_per_case"])
+        print(f"\nTFM vs LCI on the demo test split ({args.n_test} subjects, {n} forecast images = subjects x "
+              f"channels; changed region = {side['changed']['definition']}, "
+              f"{100 * side['changed']['fraction']:.1f}% of voxels)")
+        head = f"{'method':<40}{'NRMSE':>8}{'PSNR':>8}{'SSIM':>8} |{'NRMSE_chg':>10}{'PSNR_chg':>9}{'SSIM_chg':>9}"
+        print(head + "\n" + "-" * len(head))
+        for name, a, b in rows:
+            print(f"{name:<40}{a['NRMSE']:>8.4f}{a['PSNR']:>8.2f}{a['SSIM']:>8.4f} |{b['NRMSE']:>10.4f}"
+                  f"{b['PSNR']:>9.2f}{b['SSIM']:>9.4f}")
+        beats = (rows[0][1]["NRMSE"] < rows[1][1]["NRMSE"] and rows[0][1]["PSNR"] > rows[1][1]["PSNR"]
+                 and rows[0][1]["SSIM"] >= rows[1][1]["SSIM"])
+        total = time.time() - t0
+        print(f"\nTFM beats LCI on NRMSE and PSNR and is not worse on SSIM: {'yes' if beats else 'NO'}")
+        print(f"time: data+preprocessing {t_data:.0f} s, training {t_train:.0f} s, forecasting {t_pred:.0f} s, "
+              f"total {total:.0f} s (torch threads {args.threads}; alignment: rigid)")
+        table = {r[0]: {"overall": r[1], "changed": r[2]} for r in rows}
+        (out / "tfm_bench.json").write_text(json.dumps({"rows": table, "beats_lci": beats,
+                                                        "seconds": round(total, 1), "options": options}, indent=2))
+        return 0
 
 
 if __name__ == "__main__":

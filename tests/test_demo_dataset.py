@@ -119,3 +119,26 @@ def test_converter_is_partly_visible_in_a_single_scan(tmp_path):
     assert pos and neg
     auroc = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
     assert 0.65 < auroc < 0.98, auroc
+
+
+def test_anatomy_time_scale_slows_change_not_dates(tmp_path):
+    """A slow anatomy clock keeps visit dates and first visits, and shrinks the change between visits."""
+    normal = generate_demo_dataset(tmp_path / "n", 6, 0, (16, 20, 16), seed=5)
+    slow = generate_demo_dataset(tmp_path / "s", 6, 0, (16, 20, 16), seed=5, anatomy_time_scale=0.1)
+    assert (normal / "patientsTr.json").read_text() == (slow / "patientsTr.json").read_text()
+    days = lambda f: [r["days"] for r in csv.DictReader(open(f / "visitsTr.csv"))]  # noqa: E731
+    assert days(normal) == days(slow)
+    first = Path("labelsTr") / "sub000_v0.nii.gz"
+    assert np.array_equal(_arr(normal / first), _arr(slow / first))  # day 0 is day 0 on either clock
+
+    def vent_change(folder: Path) -> float:
+        raw = RawDataset(folder)
+        out = []
+        for cases in raw.subjects.values():
+            vols = [int((_arr(raw.cases[c].label) == 1).sum()) for c in cases if raw.cases[c].label is not None]
+            out += [abs(b - a) / max(a, 1) for a, b in zip(vols[:-1], vols[1:])]
+        return float(np.mean(out))
+
+    assert vent_change(slow) < 0.4 * vent_change(normal)
+    with pytest.raises(ValueError):
+        generate_demo_dataset(tmp_path / "x", 1, 0, (16, 20, 16), anatomy_time_scale=-1)

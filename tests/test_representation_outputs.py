@@ -33,6 +33,25 @@ def test_embedding_summary_between_subjects_and_spearman():
     assert s["num_pairs"] == 3 and s["spearman_distance_vs_abs_score_change"] == pytest.approx(1.0)
 
 
+def test_between_subject_gap_correlation_and_first_component_share():
+    # scans on a circle: angle = score / 10, so the cosine distance grows monotonically with the score gap
+    scores = {"a0": 3.0, "a1": 5.0, "b0": 9.0, "b1": 12.0, "c0": 0.5}  # no two equal gaps
+    subjects = {"A": ["a0", "a1"], "B": ["b0", "b1"], "C": ["c0"]}
+    on_circle = {c: np.array([np.cos(v / 10), np.sin(v / 10)]) for c, v in scores.items()}
+    s = embedding_summary(on_circle, subjects, scores)
+    assert s["spearman_between_subject_distance_vs_score_gap"] == pytest.approx(1.0)
+    reversed_gap = {c: -v for c, v in scores.items()}  # same gaps: ρ unchanged; shuffled scores: below 1
+    assert embedding_summary(on_circle, subjects, reversed_gap)[
+        "spearman_between_subject_distance_vs_score_gap"] == pytest.approx(1.0)
+    shuffled = dict(zip(scores, [12.0, 1.0, 5.0, 3.0, 9.0]))
+    assert embedding_summary(on_circle, subjects, shuffled)["spearman_between_subject_distance_vs_score_gap"] < 0.5
+    line = {f"x{k}": np.array([1.0, 0.1 * k, 0.0]) for k in range(5)}  # directions in one plane, one parameter
+    spread = {f"x{k}": v for k, v in enumerate(np.random.default_rng(1).normal(size=(5, 6)))}
+    from longnet.evaluation.embedding import first_component_share
+
+    assert first_component_share(line) > 0.95 > 0.6 > first_component_share({str(k): v for k, v in spread.items()})
+
+
 def test_change_classes_and_sign_convention():
     assert [change_class(d, 1.0) for d in (2.0, 1.0, 0.0, -1.0, -1.5)] == [0, 1, 1, 1, 2]
     assert change_class(2.0, 1.0, higher_is_healthier=False) == 2

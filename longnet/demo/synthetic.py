@@ -223,12 +223,18 @@ def generate_demo_dataset(out_dir: str | Path, n_subjects_train: int = 12, n_sub
                           dataset_id: int = DEFAULT_DATASET_ID, name: str = DEFAULT_DATASET_NAME,
                           spacing: Sequence[float] = (1.2, 1.0, 1.0), label_fraction: float = 0.6,
                           noise: float = 0.035, max_rot_deg: float = 3.0, max_shift_vox: float = 1.5,
-                          min_visits: int = 2, max_visits: int = 6, progress: bool = False) -> Path:
+                          min_visits: int = 2, max_visits: int = 6, progress: bool = False,
+                          anatomy_time_scale: float = 1.0) -> Path:
     """Write `out_dir/DatasetXXX_Name/` and return its path. `shape`/`spacing` are in (z, y, x) order.
 
     Training subjects have ~label_fraction of their visits labelled (always the first one); every
     test visit is labelled so the test split can be evaluated. `progress` shows a tqdm bar.
+    `anatomy_time_scale` < 1 slows the anatomy's clock (ventricle growth, lesion onset and growth, hence the score)
+    against the visit dates: 0.1 gives a cohort whose structures barely change between visits, the setting that
+    temporal-consistency methods assume; 1 is the default cohort, unchanged.
     """
+    if anatomy_time_scale < 0:
+        raise ValueError("anatomy_time_scale must be >= 0")
     if not 1 <= min_visits <= max_visits:
         raise ValueError("need 1 <= min_visits <= max_visits")
     shape = tuple(int(s) for s in shape)
@@ -260,7 +266,8 @@ def generate_demo_dataset(out_dir: str | Path, n_subjects_train: int = 12, n_sub
         subj = _make_subject(rng, extent)
         n_visits = int(rng.integers(min_visits, max_visits + 1))
         days = np.concatenate([[0.0], np.cumsum(np.round(rng.uniform(60, 400, size=n_visits - 1)))])
-        converter = int(_true_score(subj, CONVERTER_HORIZON_DAYS) < CONVERTER_THRESHOLD)
+        anatomy_days = days * anatomy_time_scale
+        converter = int(_true_score(subj, CONVERTER_HORIZON_DAYS * anatomy_time_scale) < CONVERTER_THRESHOLD)
         labelled = rng.random(n_visits) < label_fraction
         labelled[0] = True
         if side == "Ts":
@@ -268,9 +275,9 @@ def generate_demo_dataset(out_dir: str | Path, n_subjects_train: int = 12, n_sub
         patients[side][subj_id] = []
         for v in range(n_visits):
             case = f"{subj_id}_v{v}"
-            images, label = _render_visit(subj, float(days[v]), shape, unit_spacing, rng, noise_rng, noise,
+            images, label = _render_visit(subj, float(anatomy_days[v]), shape, unit_spacing, rng, noise_rng, noise,
                                           max_rot_deg, max_shift_vox)
-            score = float(np.clip(_true_score(subj, float(days[v])) + rng.normal(0, 0.6), 0, 30))
+            score = float(np.clip(_true_score(subj, float(anatomy_days[v])) + rng.normal(0, 0.6), 0, 30))
             targets = [(images[ch], folder / f"images{side}" / f"{case}_{ch:04d}.nii.gz") for ch in range(len(images))]
             if labelled[v]:
                 targets.append((label, folder / f"labels{side}" / f"{case}.nii.gz"))

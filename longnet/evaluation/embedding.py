@@ -85,17 +85,51 @@ def distance_change_correlation(embeddings: Mapping[str, np.ndarray], subjects: 
     return {"spearman_distance_vs_abs_score_change": rho, "num_pairs": len(dist)}
 
 
+def between_subject_gap_correlation(embeddings: Mapping[str, np.ndarray], subjects: Mapping[str, Sequence[str]],
+                                    scores: Mapping[str, float]) -> dict:
+    """Spearman ρ between the cosine distance of two scans of *different* subjects and their |score gap|, over
+    all such scan pairs: what LEARNER's weighted contrastive loss trains (distance proportional to the gap), read
+    on held-out scans."""
+    from scipy.stats import spearmanr
+
+    owner = {c: s for s, cases in subjects.items() for c in cases}
+    cases = [c for c in embeddings if c in owner and _finite(scores.get(c))]
+    if len(cases) < 3:
+        return {"spearman_between_subject_distance_vs_score_gap": float("nan")}
+    m = np.stack([_unit(embeddings[c]) for c in cases])
+    s = np.array([float(scores[c]) for c in cases])
+    i, j = np.triu_indices(len(cases), 1)
+    keep = np.array([owner[cases[a]] != owner[cases[b]] for a, b in zip(i, j)], dtype=bool)
+    dist, gap = (1.0 - m @ m.T)[i, j][keep], np.abs(s[i] - s[j])[keep]
+    rho = float(spearmanr(dist, gap).statistic) if len(dist) >= 3 and np.ptp(dist) > 0 and np.ptp(gap) > 0 \
+        else float("nan")
+    return {"spearman_between_subject_distance_vs_score_gap": rho}
+
+
+def first_component_share(embeddings: Mapping[str, np.ndarray]) -> float:
+    """Fraction of the variance of the unit-normalised embeddings along their first principal component: near 1
+    means the representation is essentially one-dimensional (e.g. a score regressor's features)."""
+    if len(embeddings) < 2:
+        return float("nan")
+    m = np.stack([_unit(e) for e in embeddings.values()])
+    sv = np.linalg.svd(m - m.mean(0), compute_uv=False) ** 2
+    return float(sv[0] / sv.sum()) if sv.sum() > 0 else float("nan")
+
+
 def embedding_summary(embeddings: Mapping[str, np.ndarray], subjects: Mapping[str, Sequence[str]],
                       scores: Mapping[str, float] | None = None) -> dict:
     """Everything `longnet_evaluate --task embedding` reports: MCCD, within/between-subject distances (and
-    their ratio), plus the distance–score-change Spearman ρ when scores are given."""
+    their ratio), the first principal component's share of variance, plus (scores given) the Spearman ρ of
+    consecutive-visit distance with |Δscore| and of between-subject distance with the score gap."""
     out = mccd(embeddings, subjects)
     out["mean_within_subject_distance"] = within_subject_distance(embeddings, subjects)
     out.update(between_subject_distance(embeddings, subjects))
     between = out["between_subject_distance"]
     out["MCCD_over_between"] = float(out["MCCD"] / between) if between and between == between else float("nan")
+    out["first_component_variance_share"] = first_component_share(embeddings)
     if scores is not None:
         out.update(distance_change_correlation(embeddings, subjects, scores))
+        out.update(between_subject_gap_correlation(embeddings, subjects, scores))
     return out
 
 

@@ -68,6 +68,8 @@ def run_variant(ctx, name: str, contrastive_weight: float, seed: int = 12345, ep
     return {"name": name, "contrastive_weight": contrastive_weight, "seed": seed, "macro_F1": m["macro_F1"],
             "macro_F1_present_classes": m["macro_F1_present_classes"], "accuracy": m["accuracy"],
             "spearman": emb["spearman_distance_vs_abs_score_change"], "MCCD": emb["MCCD"],
+            "spearman_between": emb["spearman_between_subject_distance_vs_score_gap"],
+            "first_component_share": emb["first_component_variance_share"],
             "between_subject_distance": emb["between_subject_distance"], "num_pairs": m["n"],
             "target_counts": change["target_counts"], "predictions": str(pred)}
 
