@@ -63,6 +63,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         "the planned topology is kept, only narrowed so that a CPU step takes < 1 s")
     p.add_argument("--proj-width", type=int, default=256, help="projector width W (paper 2048)")
     p.add_argument("--num-patches", type=int, default=128)
+    p.add_argument("--transfer", default="all", choices=["all", "no-output"],
+                   help="LongRepFinetuner --transfer of the pretrained arms (no-output: the output stage starts fresh)")
+    p.add_argument("--pt-args", default="", help="more LongRepPretrainer options (e.g. \"--gamma-cov 8e-3\"); "
+                   "pretraining checkpoints are kept per budget and options, so --reuse runs compare them")
     p.add_argument("--ft-args", default="--optimizer sgd --cs-mode sum",
                    help="extra LongRepFinetuner options (default: nnU-Net's SGD recipe + L_cs summed each step)")
     p.add_argument("--matched-compute", action="store_true",
@@ -150,23 +154,28 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = {**_summary_numbers(pred / "summary.json"), "train_s": round(train_s + pretrain, 1),
                           "predict_eval_s": round(time.time() - t, 1)}
 
-        ckpt_glob = f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"
-        ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob), None)
+        pt_tag = f"{args.pt_epochs}x{args.pt_iters}" + "".join(f"_{a.lstrip('-')}" for a in args.pt_args.split())
+        pt_note = f", pretrain {pt_tag}" if pt_tag != "10x20" else ""  # rows of a non-default pretraining say so
+        ckpt = out / "pretrained" / f"{pt_tag}.pth"
         if not args.init_arms:
             run_arm(f"nnUNetTrainer (random init){shots}", "nnUNetTrainer", sched + budget)
         pt_s = 0.0
-        if ckpt is None or not args.reuse:
+        if not (args.reuse and ckpt.is_file()):
             t = time.time()
             call_command("train", "main", [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-tr", "LongRepPretrainer",
                                            "-device", args.device, "--epochs", str(args.pt_epochs),
                                            "--iters-per-epoch", str(args.pt_iters), "--proj-width",
                                            str(args.proj_width), "--num-patches", str(args.num_patches),
-                                           "--val-iters", "2"])
+                                           "--val-iters", "2", *args.pt_args.split()])
             pt_s = time.time() - t
-            ckpt = next(Path(roots["LONGNET_RESULTS"]).glob(ckpt_glob))
-        pretrained = ["--pretrained-weights", str(ckpt)]
+            ckpt.parent.mkdir(exist_ok=True)
+            final = f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"
+            shutil.copyfile(next(Path(roots["LONGNET_RESULTS"]).glob(final)), ckpt)
+        pretrained = ["--pretrained-weights", str(ckpt), "--transfer", args.transfer]
+        if args.transfer != "all":
+            pt_note += f", transfer {args.transfer}"
         if not args.init_arms:
-            run_arm(f"LongRep pretrain + finetune{shots}", "LongRepFinetuner",
+            run_arm(f"LongRep pretrain + finetune{shots}{pt_note}", "LongRepFinetuner",
                     sched + budget + pretrained + args.ft_args.split(), pretrain=pt_s)
         if args.matched_compute and not args.init_arms:
             total = args.epochs * args.iters + args.pt_epochs * args.pt_iters
@@ -174,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
                     ["--epochs", str(args.epochs), "--iters-per-epoch", str(total // args.epochs)] + budget)
         if args.init_arms:
             adam_off = ["--optimizer", "adam", "--cs-mode", "off"]
-            run_arm(f"random init, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}{shots}",
-                    "LongRepFinetuner", sched + budget + adam_off)
-            run_arm(f"pretrained, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}{shots}",
+            random_row = f"random init, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}{shots}"
+            if random_row not in rows:  # deterministic: a --reuse run with another pretraining keeps it
+                run_arm(random_row, "LongRepFinetuner", sched + budget + adam_off)
+            run_arm(f"pretrained, no L_cs (Adam 2e-4), labelled seed {args.labelled_seed}{shots}{pt_note}",
                     "LongRepFinetuner", sched + budget + pretrained + adam_off)
         if args.ablations:
             sgd, adam = ["--optimizer", "sgd"], ["--optimizer", "adam"]
@@ -186,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                                 ("pretrained, no L_cs (Adam 2e-4)", pretrained + adam + ["--cs-mode", "off"]),
                                 ("pretrained + L_cs alternate (Adam 2e-4)", pretrained + adam + ["--cs-mode",
                                                                                                  "alternate"])):
-                run_arm(name + shots, "LongRepFinetuner", sched + budget + extra)
+                run_arm(name + shots + (pt_note if "pretrained" in name else ""), "LongRepFinetuner",
+                        sched + budget + extra)
     _print_table(rows)
     result = {"settings": vars(args), "rows": rows, "data_s": round(times["data"], 1)}
     (out / "longrep_oneshot.json").write_text(json.dumps(result, indent=2))

@@ -147,6 +147,12 @@ def test_pretrained_weights_partial_loading(tmp_path):
     assert loaded == ["0.weight", "0.bias"] and len(skipped) == 2
     assert torch.equal(dst[0].weight, src[0].weight)
     assert "loaded 2/4" in messages[0] and any("shape" in m for m in messages)
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    before = fresh[1].weight.detach().clone()
+    loaded, skipped = load_pretrained_weights(fresh, tmp_path / "pre.pth", log=messages.append,
+                                              exclude_prefixes=("1.",))
+    assert loaded == ["0.weight", "0.bias"] and torch.equal(fresh[1].weight, before)  # same shape, still excluded
+    assert all("freshly initialised" in s for s in skipped) and len(skipped) == 2
 
 
 def test_requirements_name_what_is_missing():

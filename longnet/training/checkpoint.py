@@ -117,11 +117,12 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def load_pretrained_weights(network: nn.Module, path: str | Path,
-                            log: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
+def load_pretrained_weights(network: nn.Module, path: str | Path, log: Callable[[str], None] = print,
+                            exclude_prefixes: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """Copy every tensor whose name and shape match from a checkpoint's weights; report what was skipped.
 
     Used for fine-tuning from a pretraining run (e.g. a self-supervised plugin) whose heads differ.
+    Tensors under `exclude_prefixes` keep their fresh initialisation (the trainer's choice, logged).
     """
     ckpt = load_checkpoint(path)
     source = strip_prefixes(ckpt["network_weights"])
@@ -130,7 +131,9 @@ def load_pretrained_weights(network: nn.Module, path: str | Path,
     new_state = {}
     for k, v in target.items():
         src = source.get(k)
-        if src is None:
+        if k.startswith(tuple(exclude_prefixes)):
+            skipped.append(f"{k} (kept freshly initialised by the trainer)")
+        elif src is None:
             skipped.append(f"{k} (not in checkpoint)")
         elif not isinstance(src, torch.Tensor) or tuple(src.shape) != tuple(v.shape):
             shape = tuple(src.shape) if isinstance(src, torch.Tensor) else type(src).__name__

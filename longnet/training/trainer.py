@@ -219,7 +219,8 @@ class Trainer(TrainerStateMixin):
         self.amp_dtype = runtime.resolve_amp(self.device, self.options.get("amp"))
         net = self.build_network().to(self.device)
         if self.options.get("pretrained_weights"):
-            load_pretrained_weights(net, self.options["pretrained_weights"], log=self.print)
+            load_pretrained_weights(net, self.options["pretrained_weights"], log=self.print,
+                                    exclude_prefixes=self.pretrained_exclude_prefixes(net))
         self._eager_network = net
         self.network = net
         if runtime.compile_wanted(self.device):
@@ -229,6 +230,10 @@ class Trainer(TrainerStateMixin):
         self._wrap_ddp()
         self.optimizer, self.lr_scheduler = self.configure_optimizers()
         self.grad_scaler = runtime.make_grad_scaler(self.device, self.amp_dtype)
+
+    def pretrained_exclude_prefixes(self, network: nn.Module) -> tuple[str, ...]:
+        """Hook: parameter-name prefixes that `--pretrained-weights` must not overwrite (default: none)."""
+        return ()
 
     def _wrap_ddp(self) -> None:
         if self.dist.enabled:

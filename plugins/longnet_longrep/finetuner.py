@@ -43,6 +43,10 @@ class LongRepFinetuner(nnUNetTrainer):
         a("--beta1", dest="beta1", type=float, default=0.5, help="Adam β1 for finetuning (default 0.5)")
         a("--lr-decay-start", dest="lr_decay_start", type=float, default=0.5,
           help="adam: fraction of the epochs after which the lr decays linearly to 0 (default 0.5)")
+        a("--transfer", dest="transfer", default="all", choices=["all", "no-output"],
+          help="which pretrained U-Net weights to start from: all (paper) or all but the full-resolution output "
+               "stage (last decoder stage, its upsampling and the segmentation layers), which LongRep's "
+               "reconstruction loss squeezes through the K class logits")
         add_pair_arguments(parser)
 
     def __init__(self, *args, **kwargs):
@@ -50,6 +54,15 @@ class LongRepFinetuner(nnUNetTrainer):
         self.cs_mode = self.options.get("cs_mode") or "alternate"
         self.cs_weight = float(self.options.get("cs_weight") if self.options.get("cs_weight") is not None else 1.0)
         self._epoch_terms: dict[str, list[float]] = {}
+
+    def pretrained_exclude_prefixes(self, network: torch.nn.Module) -> tuple[str, ...]:
+        if (self.options.get("transfer") or "all") == "all":
+            return ()
+        decoder = getattr(network, "decoder", None)
+        if decoder is None or not hasattr(decoder, "stages"):
+            raise LongnetError("--transfer no-output needs a U-Net with a decoder (dynamic-network-architectures)")
+        last = len(decoder.stages) - 1
+        return (f"decoder.stages.{last}.", f"decoder.transpconvs.{last}.", "decoder.seg_layers.")
 
     def get_requirements(self) -> Requirements:
         return Requirements(labels="some") if self.cs_mode == "off" else self.requirements
