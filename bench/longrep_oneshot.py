@@ -63,8 +63,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         "the planned topology is kept, only narrowed so that a CPU step takes < 1 s")
     p.add_argument("--proj-width", type=int, default=256, help="projector width W (paper 2048)")
     p.add_argument("--num-patches", type=int, default=128)
-    p.add_argument("--transfer", default="all", choices=["all", "no-output"],
-                   help="LongRepFinetuner --transfer of the pretrained arms (no-output: the output stage starts fresh)")
+    p.add_argument("--transfer", default="no-output", choices=["all", "no-output"],
+                   help="LongRepFinetuner --transfer of the pretrained arms (default no-output: the output stage "
+                        "starts fresh; all: the paper's full transfer)")
     p.add_argument("--pt-args", default="", help="more LongRepPretrainer options (e.g. \"--gamma-cov 8e-3\"); "
                    "pretraining checkpoints are kept per budget and options, so --reuse runs compare them")
     p.add_argument("--ft-args", default="--optimizer sgd --cs-mode sum",
@@ -172,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             final = f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"
             shutil.copyfile(next(Path(roots["LONGNET_RESULTS"]).glob(final)), ckpt)
         pretrained = ["--pretrained-weights", str(ckpt), "--transfer", args.transfer]
-        if args.transfer != "all":
-            pt_note += f", transfer {args.transfer}"
+        pt_note += f", transfer {args.transfer}"
         if not args.init_arms:
             run_arm(f"LongRep pretrain + finetune{shots}{pt_note}", "LongRepFinetuner",
                     sched + budget + pretrained + args.ft_args.split(), pretrain=pt_s)

@@ -105,18 +105,21 @@ def test_pretrain_then_finetune_from_its_checkpoint(tiny_long):
     w_ft = ft["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"]
     assert torch.allclose(w_pt, w_ft, atol=1e-2)
 
-    # --transfer no-output: the full-resolution output stage keeps its fresh initialisation, the rest is loaded
-    rc = train_main([DATASET, "3d_fullres", "0", "-tr", "LongRepFinetuner", "--epochs", "1", "--iters-per-epoch",
-                     "1", "--pretrained-weights", str(pt), "--labelled-subjects", "1", "--transfer", "no-output"]
-                    + TINY_FT)
-    assert rc == 0
-    text = "\n".join(f.read_text() for f in fd.glob("training_log_*.txt"))
+    # default --transfer no-output: the full-resolution output stage kept its fresh initialisation, the rest loaded
     fresh = re.findall(r"skipped (\S+) \(kept freshly initialised", text)
     last = max(int(k.split(".")[2]) for k in weights if k.startswith("decoder.stages."))
     assert fresh and all(k.startswith((f"decoder.stages.{last}.", f"decoder.transpconvs.{last}.",
                                        "decoder.seg_layers.")) for k in fresh)
     assert any(k.startswith("decoder.seg_layers.") for k in fresh)
     assert not any(k.startswith("encoder.") for k in fresh)
+    # --transfer all (the paper): every U-Net weight is loaded
+    for f in fd.glob("training_log_*.txt"):
+        f.unlink()
+    rc = train_main([DATASET, "3d_fullres", "0", "-tr", "LongRepFinetuner", "--epochs", "1", "--iters-per-epoch",
+                     "1", "--pretrained-weights", str(pt), "--labelled-subjects", "1", "--transfer", "all"] + TINY_FT)
+    assert rc == 0
+    text = "\n".join(f.read_text() for f in fd.glob("training_log_*.txt"))
+    assert "pretrained weights" in text and "kept freshly initialised" not in text and "skipped 0" in text
 
 
 def test_label_budget_is_deterministic_and_shared(tmp_path):

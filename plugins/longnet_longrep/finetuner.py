@@ -43,10 +43,10 @@ class LongRepFinetuner(nnUNetTrainer):
         a("--beta1", dest="beta1", type=float, default=0.5, help="Adam β1 for finetuning (default 0.5)")
         a("--lr-decay-start", dest="lr_decay_start", type=float, default=0.5,
           help="adam: fraction of the epochs after which the lr decays linearly to 0 (default 0.5)")
-        a("--transfer", dest="transfer", default="all", choices=["all", "no-output"],
-          help="which pretrained U-Net weights to start from: all (paper) or all but the full-resolution output "
-               "stage (last decoder stage, its upsampling and the segmentation layers), which LongRep's "
-               "reconstruction loss squeezes through the K class logits")
+        a("--transfer", dest="transfer", default="no-output", choices=["all", "no-output"],
+          help="pretrained U-Net weights to start from: no-output (default): all but the full-resolution output "
+               "stage (last decoder stage, its upsampling, the segmentation layers), which pretraining's "
+               "reconstruction through the K class logits collapses; all: every weight (the paper)")
         add_pair_arguments(parser)
 
     def __init__(self, *args, **kwargs):
@@ -56,7 +56,7 @@ class LongRepFinetuner(nnUNetTrainer):
         self._epoch_terms: dict[str, list[float]] = {}
 
     def pretrained_exclude_prefixes(self, network: torch.nn.Module) -> tuple[str, ...]:
-        if (self.options.get("transfer") or "all") == "all":
+        if (self.options.get("transfer") or "no-output") == "all":
             return ()
         decoder = getattr(network, "decoder", None)
         if decoder is None or not hasattr(decoder, "stages"):
