@@ -10,8 +10,13 @@ symmetric percent change of each structure's volume between consecutive visits; 
 truth printed alongside).
 
     nice -n 10 python3 bench/longrep_oneshot.py [--out /tmp/longrep_oneshot] [--quick]
+    python3 bench/longrep_oneshot.py --reuse --init-arms --labelled-seed 1 [--transfer all] [--epochs 30]
+    python3 bench/longrep_oneshot.py --out /tmp/longrep_stable --anatomy-time-scale 0.1 ...   # stable anatomy
 
-Prints one table and writes OUT/longrep_oneshot.json. Default sizes fit ~10 min on 2 loaded CPU cores.
+`--init-arms` isolates the initialisation (random vs pretrained, Adam, no L_cs); `--reuse` keeps the data, the
+pretraining checkpoints (OUT/pretrained/, one per budget and `--pt-args`) and the table, and adds rows.
+Prints one table and writes OUT/longrep_oneshot.json. Default sizes fit ~10 min on 2 loaded CPU cores. Two runs
+must not share an OUT (they train into the same results folder).
 """
 from __future__ import annotations
 
