@@ -71,18 +71,13 @@ def distance_change_correlation(embeddings: Mapping[str, np.ndarray], subjects: 
                                 scores: Mapping[str, float]) -> dict:
     """Spearman ρ between the cosine distance of consecutive visits' embeddings and |Δscore| over all
     intra-subject consecutive pairs (LEARNER's diagnostic: distance should grow with clinical change)."""
-    from scipy.stats import spearmanr
-
     dist, change = [], []
     for cases in subjects.values():
         visits = [c for c in cases if c in embeddings and _finite(scores.get(c))]
         for a, b in zip(visits[:-1], visits[1:]):
             dist.append(cosine_distance(embeddings[a], embeddings[b]))
             change.append(abs(float(scores[b]) - float(scores[a])))
-    rho = float("nan")
-    if len(dist) >= 3 and np.ptp(dist) > 0 and np.ptp(change) > 0:
-        rho = float(spearmanr(dist, change).statistic)
-    return {"spearman_distance_vs_abs_score_change": rho, "num_pairs": len(dist)}
+    return {"spearman_distance_vs_abs_score_change": _spearman(dist, change), "num_pairs": len(dist)}
 
 
 def between_subject_gap_correlation(embeddings: Mapping[str, np.ndarray], subjects: Mapping[str, Sequence[str]],
@@ -90,20 +85,17 @@ def between_subject_gap_correlation(embeddings: Mapping[str, np.ndarray], subjec
     """Spearman ρ between the cosine distance of two scans of *different* subjects and their |score gap|, over
     all such scan pairs: what LEARNER's weighted contrastive loss trains (distance proportional to the gap), read
     on held-out scans."""
-    from scipy.stats import spearmanr
-
     owner = {c: s for s, cases in subjects.items() for c in cases}
     cases = [c for c in embeddings if c in owner and _finite(scores.get(c))]
-    if len(cases) < 3:
+    if len(cases) < 2:
         return {"spearman_between_subject_distance_vs_score_gap": float("nan")}
     m = np.stack([_unit(embeddings[c]) for c in cases])
     s = np.array([float(scores[c]) for c in cases])
+    subject = np.array([owner[c] for c in cases])
     i, j = np.triu_indices(len(cases), 1)
-    keep = np.array([owner[cases[a]] != owner[cases[b]] for a, b in zip(i, j)], dtype=bool)
+    keep = subject[i] != subject[j]
     dist, gap = (1.0 - m @ m.T)[i, j][keep], np.abs(s[i] - s[j])[keep]
-    rho = float(spearmanr(dist, gap).statistic) if len(dist) >= 3 and np.ptp(dist) > 0 and np.ptp(gap) > 0 \
-        else float("nan")
-    return {"spearman_between_subject_distance_vs_score_gap": rho}
+    return {"spearman_between_subject_distance_vs_score_gap": _spearman(dist, gap)}
 
 
 def first_component_share(embeddings: Mapping[str, np.ndarray]) -> float:
@@ -131,6 +123,15 @@ def embedding_summary(embeddings: Mapping[str, np.ndarray], subjects: Mapping[st
         out.update(distance_change_correlation(embeddings, subjects, scores))
         out.update(between_subject_gap_correlation(embeddings, subjects, scores))
     return out
+
+
+def _spearman(x, y) -> float:
+    """Spearman ρ; NaN with fewer than 3 pairs or a constant side (where it is undefined)."""
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
 
 
 def _unit(e: np.ndarray, eps: float = 1e-12) -> np.ndarray:

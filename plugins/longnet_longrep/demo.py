@@ -1,6 +1,6 @@
 """Demo recipe for LongRep (`longnet.demo_recipes` entry point `LongRep`): short self-supervised pretraining on
-the demo cohort's rigidly aligned visit pairs, finetuning with L_cs from that checkpoint, prediction of the test visits, and
-test Dice next to the plain nnUNetTrainer row trained on the same labels and schedule (random init)."""
+the demo cohort's rigidly aligned visit pairs, finetuning with L_cs from that checkpoint, prediction of the test
+visits, and test Dice next to the plain nnUNetTrainer row trained on the same labels and schedule (random init)."""
 from __future__ import annotations
 
 import json

@@ -14,7 +14,11 @@ import torch.nn as nn
 def effective_rank(features: torch.Tensor) -> float:
     """(Σλ)² / Σλ² of the channel covariance of `features` (N, C, ...): C for C equally strong independent
     channels, 1 when every channel is a multiple of one signal."""
-    f = features.transpose(0, 1).reshape(features.shape[1], -1).double()
+    return _participation_ratio(features.transpose(0, 1).reshape(features.shape[1], -1))
+
+
+def _participation_ratio(channels_by_samples: torch.Tensor) -> float:
+    f = channels_by_samples.double()
     f = f - f.mean(1, keepdim=True)
     ev = torch.linalg.eigvalsh(f @ f.T / max(f.shape[1] - 1, 1)).clamp(min=0)
     total = float((ev ** 2).sum())
@@ -42,7 +46,9 @@ def stage_output_ranks(network: nn.Module, images: Iterable[torch.Tensor]) -> di
         for h in hooks:
             h.remove()
         network.train(was_training)
-    return {n: (effective_rank(torch.cat([o.reshape(o.shape[1], -1) for o in v], dim=1)[None]), int(v[0].shape[1]))
+    # images may differ in size: pool the voxels of all of them per channel
+    return {n: (_participation_ratio(torch.cat([o.transpose(0, 1).reshape(o.shape[1], -1) for o in v], dim=1)),
+                int(v[0].shape[1]))
             for n, v in outputs.items() if v}
 
 

@@ -1,8 +1,8 @@
 """Demo recipe of TFMTrainer: forecast each test subject's last visit, NRMSE of TFM next to the LCI baseline.
 
 TFM needs visits in voxel correspondence, so the recipe uses the demo dataset preprocessed with rigid
-intra-subject alignment (`longnet.demo.recipes.aligned_plans`, shared with the LongRep recipe). Then: train (fold all,
-the small demo U-Net of bench/tfm_demo.py), `longnet_predict --with-lci --with-context-mean`,
+intra-subject alignment (`longnet.demo.recipes.aligned_plans`, shared with the LongRep recipe). Then: train
+(fold all, the small demo U-Net of bench/tfm_demo.py), `longnet_predict --with-lci --with-context-mean`,
 `longnet_evaluate --task forecast`. bench/tfm_demo.py is the full benchmark of the same pipeline.
 """
 from __future__ import annotations
