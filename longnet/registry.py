@@ -94,7 +94,15 @@ def get_trainer(name: str) -> type:
     """The Trainer subclass registered under `name` in `longnet.trainers`."""
     from longnet.training.trainer import Trainer
 
-    obj = load_plugin(TRAINERS, name)
+    try:
+        obj = load_plugin(TRAINERS, name)
+    except LongnetError as e:
+        from longnet.training.variants import not_provided_reason
+
+        reason = not_provided_reason(name) if name not in _by_name(TRAINERS) else None
+        if reason is None:
+            raise
+        raise LongnetError(f"{e.message.split('; available')[0]}: {reason}") from None
     if not (isinstance(obj, type) and issubclass(obj, Trainer)):
         raise LongnetError(f"trainer {name!r} ({obj!r}) is not a subclass of longnet.training.Trainer")
     return obj

@@ -83,3 +83,11 @@ def assert_message(err: str, root: Path, file_name: str, *keywords: str) -> None
         if file_name in line and all(k.lower() in line.lower() for k in keywords):
             return
     raise AssertionError(f"no stderr line names {file_name!r} with {keywords}; stderr was:\n{text}")
+
+
+def assert_one_error(err: str) -> str:
+    """The promised shape of a refusal: exactly one `longnet: error:` line and no traceback; returns that line."""
+    lines = [line for line in err.splitlines() if line.startswith("longnet: error:")]
+    assert len(lines) == 1, f"expected one 'longnet: error:' line, got {len(lines)}; stderr was:\n{err}"
+    assert "Traceback" not in err, f"traceback on stderr:\n{err}"
+    return lines[0]

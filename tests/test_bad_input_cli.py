@@ -22,8 +22,8 @@ from conftest import make_raw_dataset, write_image
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main
-from reliability_helpers import (DATASET, assert_message, make_seg_model_folder, predict_args, set_roots,
-                                 snapshot)
+from reliability_helpers import (DATASET, assert_message, assert_one_error, make_seg_model_folder, predict_args,
+                                 set_roots, snapshot)
 from test_bad_inputs import CORPUS, ZYX
 from tiny_seg_dataset import DATASET as DATASET_TINY
 
@@ -60,7 +60,9 @@ def test_bad_dataset_file_is_refused_by_plan_and_preprocess(roots, tmp_path, cap
     raw_before = snapshot(folder)
     argv = ["-d", "999", "-c", "3d_fullres", "-np", "1"] + (["--verify_dataset_integrity"] if verify else [])
     assert main_plan_and_preprocess(argv) == 1
-    assert_message(capsys.readouterr().err, tmp_path, file_name, *keywords)
+    err = capsys.readouterr().err
+    assert_one_error(err)
+    assert_message(err, tmp_path, file_name, *keywords)
     assert not (roots["pre"] / DATASET).exists()  # nothing written: no fingerprint, no plans, no cases
     assert snapshot(folder) == raw_before  # and nothing (no temp file) added to the raw dataset
 
@@ -71,6 +73,25 @@ def test_unknown_planner_is_refused_before_the_fingerprint(roots, tmp_path, caps
     err = capsys.readouterr().err
     assert "unknown planner 'Nope'" in err and "ExperimentPlanner" in err  # lists what is available
     assert not (roots["pre"] / DATASET).exists()
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["plain", "verify"])
+def test_image_without_label_in_nnunet_style_dataset_is_named(roots, capsys, verify):
+    """No patientsTr.json: a case without a label file is probably a forgotten file. The run goes on (it is a legal
+    unlabelled visit) but a warning names it."""
+    make_raw_dataset(roots["raw"], n_cases=4, unlabelled=["case_002"])
+    argv = ["-d", "999", "-c", "3d_fullres", "-np", "1", "--no_pp"] + (["--verify_dataset_integrity"] if verify else [])
+    assert main_plan_and_preprocess(argv) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("longnet: warning:")]
+    assert len(warnings) == 1, err
+    assert "case_002_0000.nii.gz" in warnings[0] and "treated as an unlabelled visit" in warnings[0]
+
+
+def test_unlabelled_visit_of_a_longitudinal_dataset_is_not_warned_about(roots, capsys):
+    make_raw_dataset(roots["raw"], subjects={"s1": ["a", "b"], "s2": ["c", "d"]}, unlabelled=["b"])
+    assert main_plan_and_preprocess(["-d", "999", "-c", "3d_fullres", "-np", "1", "--no_pp"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 # -- training: trainer names, requirements, checkpoints, plans --------------------------------------------------
@@ -152,6 +173,7 @@ def _train_fails(argv: list[str], capsys, root: Path, file_name: str, *keywords:
     before = snapshot(results)
     assert train_main(argv) == 1
     err = capsys.readouterr().err
+    assert_one_error(err)
     assert_message(err, root, file_name, *keywords)
     assert snapshot(results) == before, "a refused training run changed the results folder"
     return err
@@ -227,7 +249,9 @@ def _inputs(folder: Path, cases=("a", "b"), channels: int = 1) -> Path:
 def _predict_fails(argv: list[str], capsys, root: Path, file_name: str, *keywords: str) -> None:
     out = Path(argv[argv.index("-o") + 1])
     assert predict_main(argv) == 1
-    assert_message(capsys.readouterr().err, root, file_name, *keywords)
+    err = capsys.readouterr().err
+    assert_one_error(err)
+    assert_message(err, root, file_name, *keywords)
     assert not out.exists(), "a refused prediction created its output folder"
 
 

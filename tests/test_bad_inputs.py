@@ -77,6 +77,24 @@ def _patients(folder, obj):
     (folder / "patientsTr.json").write_text(json.dumps(obj))
 
 
+def _rename(path: Path, new_name: str) -> None:
+    path.rename(path.with_name(new_name))
+
+
+def _duplicate_key_json(folder, name, text):
+    (folder / name).write_text(text)
+
+
+def _copy_case(folder, case, new_case, side="Tr", with_label=True):
+    """A copy of `case` under the id `new_case` (in imagesTs/ when side is 'Ts')."""
+    (folder / f"images{side}").mkdir(exist_ok=True)
+    shutil.copyfile(folder / "imagesTr" / f"{case}_0000.nii.gz", folder / f"images{side}" / f"{new_case}_0000.nii.gz")
+    if with_label and side == "Tr":
+        shutil.copyfile(folder / "labelsTr" / f"{case}.nii.gz", folder / "labelsTr" / f"{new_case}.nii.gz")
+    if side == "Tr":
+        _json(folder, lambda d: d.update(numTraining=d["numTraining"] + 1))
+
+
 SKEW = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1.0, 0.0]
 
 CORPUS = {
@@ -146,6 +164,40 @@ CORPUS = {
     "visits_row_missing": (lambda f: _csv(f, "case,days\ncase_000,0\ncase_001,3\n"), {},
                            "visitsTr.csv", "no row", "case_002"),
     "visits_unknown_case": (lambda f: _csv(f, "case,days\ncase_000,0\nghost,3\n"), {}, "visitsTr.csv", "ghost"),
+    # -- ambiguous dataset definitions ------------------------------------------------------------------------------
+    "duplicate_label_value": (lambda f: _json(f, lambda d: d.update(labels={"background": 0, "lesion": 1, "edema": 1})),
+                              {}, "dataset.json", "'lesion' and 'edema'", "both have value 1"),
+    "duplicate_label_region": (lambda f: _json(f, lambda d: d.update(labels={"background": 0, "a": [1, 2], "b": [2, 1]},
+                                                                     regions_class_order=[1, 2])),
+                               {}, "dataset.json", "'a' and 'b'", "region [1, 2]"),
+    "duplicate_label_name": (lambda f: _duplicate_key_json(
+        f, "dataset.json", '{"channel_names": {"0": "ch0"}, "labels": {"background": 0, "lesion": 1, "lesion": 2},'
+                           ' "numTraining": 4, "file_ending": ".nii.gz"}'), {},
+        "dataset.json", "duplicate key 'lesion'"),
+    "label_wrong_ending": (lambda f: _rename(f / "labelsTr" / "case_001.nii.gz", "case_001.nii"), {},
+                           "case_001.nii", "file ending differs", "'.nii.gz'", "unlabelled"),
+    "label_wrong_ending_upper": (lambda f: _rename(f / "labelsTr" / "case_002.nii.gz", "case_002.NII.GZ"), {},
+                                 "case_002.NII.GZ", "file ending differs"),
+    "image_wrong_ending": (lambda f: _image(f, _noise(), "case_001_0000.mha")
+                           or (f / "imagesTr" / "case_001_0000.nii.gz").unlink(), {},
+                           "case_001_0000.mha", "file ending differs", "ignored"),
+    "case_in_imagesTs_too": (lambda f: _copy_case(f, "case_001", "case_001", side="Ts"), {},
+                             "case_001_0000.nii.gz", "imagesTr/ and imagesTs/"),
+    "patients_case_twice_in_one_subject": (lambda f: _patients(f, {"s1": ["case_000", "case_001", "case_000"]}), {},
+                                           "patientsTr.json", "case_000", "listed twice under subject 's1'"),
+    "patients_duplicate_subject": (lambda f: _duplicate_key_json(
+        f, "patientsTr.json", '{"s1": ["case_000", "case_001"], "s1": ["case_002"]}'), {},
+        "patientsTr.json", "duplicate key 's1'"),
+    "case_id_seg_collision": (lambda f: _copy_case(f, "case_001", "case_001_seg"), {},
+                              "case_001_seg_0000.nii.gz", "'case_001' and 'case_001_seg'", "case_001_seg.b2nd"),
+    "case_id_marker_plan_fingerprint": (lambda f: _copy_case(f, "case_001", "plan_fingerprint"), {},
+                                        "plan_fingerprint_0000.nii.gz", "reserved", "plan_fingerprint.json"),
+    "case_id_marker_dataset": (lambda f: _copy_case(f, "case_001", "dataset", with_label=False), {},
+                               "dataset_0000.nii.gz", "reserved", "dataset.json"),
+    "case_ids_differ_in_case_only": (lambda f: _copy_case(f, "case_001", "CASE_001"), {},
+                                     "case_001_0000.nii.gz", "collide", "case-insensitive"),
+    "visits_duplicate_column": (lambda f: _csv(f, "case,days,days\ncase_000,0,1\ncase_001,0,1\ncase_002,0,1\n"
+                                                  "case_003,0,1\n"), {}, "visitsTr.csv", "'days' appears twice"),
     "visits_non_increasing": (
         lambda f: _patients(f, {"s1": ["case_000", "case_001"]})
         or _csv(f, "case,days\ncase_000,30\ncase_001,30\ncase_002,0\ncase_003,0\n"), {},

@@ -37,18 +37,28 @@ def _kill_delay(max_s: float) -> float:
     return float(fixed) if fixed else random.uniform(0.0, max_s)
 
 
-def _start(setup: str, run: str, go: Path) -> subprocess.Popen:
+def _start(setup: str, run: str, go: Path, new_session: bool = False) -> subprocess.Popen:
     """A child python (one torch thread, so its float sums match this process's) that runs `setup` (imports,
-    patches) at once and `run` only when the file `go` exists: its slow start overlaps the reference run."""
+    patches) at once and `run` only when the file `go` exists: its slow start overlaps the reference run.
+    `new_session`: the child leads its own process group (as a batch job does), so it can be signalled whole."""
     code = (f"import sys, time, torch\ntorch.set_num_threads(1)\nsys.path.insert(0, {str(REPO)!r})\n"
             f"{setup}\n"
             f"from pathlib import Path\nwhile not Path({str(go)!r}).exists():\n    time.sleep(0.02)\n{run}\n")
     with open(go.parent / "child_stderr.txt", "w") as err:  # a file, not a pipe: a full pipe would block it
-        return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=new_session)
 
 
-def _kill_when(proc: subprocess.Popen, ready, delay: float, err_file: Path, timeout: float = 180.0) -> None:
-    """Wait until `ready()` (or the child exits), sleep `delay`, then SIGKILL the child."""
+def _children(pid: int) -> list[int]:
+    """Direct child processes (Linux /proc; empty elsewhere)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.is_file() else []
+
+
+def _kill_when(proc: subprocess.Popen, ready, delay: float, err_file: Path, timeout: float = 180.0,
+               sig: int = signal.SIGKILL, group: bool = False) -> None:
+    """Wait until `ready()` (or the child exits), sleep `delay`, then send `sig` to the child (or its whole
+    process group) and wait for it to end."""
     t0 = time.monotonic()
     while not ready():
         if proc.poll() is not None:
@@ -59,8 +69,11 @@ def _kill_when(proc: subprocess.Popen, ready, delay: float, err_file: Path, time
             raise AssertionError("kill point not reached in time")
         time.sleep(0.02)
     time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    proc.wait(60)
 
 
 # -- training ---------------------------------------------------------------------------------------------------
@@ -116,6 +129,67 @@ def test_training_killed_at_a_random_point_resumes_to_the_same_run(tmp_path, mon
     assert final["current_epoch"] == EPOCHS and len(resumed["train_loss"]) == EPOCHS, info
     assert resumed["train_loss"][:done] == reference["train_loss"][:done], info  # epochs before the kill kept
     assert resumed["train_loss"] == reference["train_loss"], info  # recomputed epochs: identical (seeded batches)
+    assert resumed["num_optimizer_steps"] == reference["num_optimizer_steps"], info
+    assert not (fd / "checkpoint_latest.pth").exists() and temp_leftovers(fd.parent) == [], info
+
+
+@pytest.mark.skipif(not REFERENCE_PLANS.is_file(), reason="../shared/reference plans not available")
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """What Slurm and systemd do: SIGTERM to every process of the job, loader workers included. The workers leave
+    quietly; the trainer writes checkpoint_latest.pth, says so in one line and exits 143; `--c`
+    then finishes exactly as an uninterrupted run."""
+    from longnet.training.logger import TrainingLogger
+
+    monkeypatch.setattr(TrainingLogger, "plot_progress", lambda self: None)
+    set_env(monkeypatch, tmp_path)
+    make_tiny_dataset(tmp_path)
+    killed_root, go = tmp_path / "killed_results", tmp_path / "go"
+    fd = killed_root / DATASET / "nnUNetTrainer__nnUNetPlans__3d_fullres" / "fold_0"
+    proc = _start("import torch._dynamo\n"
+                  "from longnet.training.segmentation import nnUNetTrainer as T\n"
+                  "from longnet.training.logger import TrainingLogger as L\n"
+                  "L.plot_progress = lambda self: None\n"
+                  "T.on_epoch_end = lambda self, epoch, metrics: time.sleep(0.5)\n"
+                  f"import os\nos.environ['LONGNET_RESULTS'] = {str(killed_root)!r}\n"
+                  "os.environ['LONGNET_N_PROC_DA'] = '2'\n"  # two loader worker processes (val: one)
+                  "from longnet.cli.train import main",
+                  f"sys.exit(main({TRAIN_ARGS!r}))", go, new_session=True)
+    try:
+        assert train_main(TRAIN_ARGS) == 0  # the uninterrupted reference (no workers: batches do not depend on them)
+    except BaseException:
+        proc.kill()
+        raise
+    go.touch()
+    reference = _logging(fold_dir(tmp_path) / "checkpoint_final.pth")
+
+    monkeypatch.setenv("LONGNET_RESULTS", str(killed_root))
+    delay = _kill_delay(0.9)
+    err_file = tmp_path / "child_stderr.txt"
+    workers: list[int] = []
+
+    def ready() -> bool:
+        workers[:] = _children(proc.pid)
+        return (fd / "checkpoint_latest.pth").is_file()
+
+    _kill_when(proc, ready, delay, err_file, sig=signal.SIGTERM, group=True)
+    info = f"(delay {delay:.3f} s)"
+    err = err_file.read_text()
+    assert proc.returncode == 143, f"{info}\n{err}"
+    assert "Traceback" not in err, f"{info}\n{err}"
+    lines = [line for line in err.splitlines() if line.startswith("longnet:")]
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "checkpoint_latest.pth written" in lines[0], err
+    if Path(f"/proc/{os.getpid()}").is_dir():
+        assert len(workers) >= 2, f"no loader workers were running {info}"
+        time.sleep(1.0)
+        assert not any(Path(f"/proc/{w}").is_dir() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]
+                       for w in workers), f"loader workers outlived the trainer {info}"
+    assert not (fd / "checkpoint_final.pth").exists(), f"the run finished before the signal {info}"
+    saved = torch.load(fd / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
+    assert 1 <= saved["current_epoch"] < EPOCHS, info
+
+    assert train_main(TRAIN_ARGS + ["--c"]) == 0
+    resumed = _logging(fd / "checkpoint_final.pth")
+    assert resumed["train_loss"] == reference["train_loss"], info
     assert resumed["num_optimizer_steps"] == reference["num_optimizer_steps"], info
     assert not (fd / "checkpoint_latest.pth").exists() and temp_leftovers(fd.parent) == [], info
 

@@ -50,7 +50,7 @@ def _assert_plans_equal(ours: dict, ref: dict) -> None:
 @needs_shared
 def test_hippocampus_matches_nnunet(roots):
     assert convert_main(["-i", str(SHARED_DATA / "Task04_Hippocampus"), "-overwrite_id", "4", "-np", "2"]) == 0
-    assert main_plan_and_preprocess(["-d", "4", "-c", "3d_fullres", "-np", "2"]) == 0
+    assert main_plan_and_preprocess(["-d", "4", "-np", "2"]) == 0  # nnU-Net's default: 2d, 3d_fullres (+ lowres)
     pre = roots["pre"] / "Dataset004_Hippocampus"
     ref = REFERENCE / "Dataset004_Hippocampus"
     _assert_plans_equal(json.loads((pre / "nnUNetPlans.json").read_text()),
@@ -60,13 +60,14 @@ def test_hippocampus_matches_nnunet(roots):
     assert fp["shapes_after_crop"] == ref_fp["shapes_after_crop"] and fp["spacings"] == ref_fp["spacings"]
     import blosc2
 
-    for f in sorted((ref / "nnUNetPlans_3d_fullres").glob("*_seg.b2nd")):
-        case = f.name[: -len("_seg.b2nd")]
-        data, seg, props = load_case(pre / "nnUNetPlans_3d_fullres", case)
-        ref_data = blosc2.open(str(ref / "nnUNetPlans_3d_fullres" / f"{case}.b2nd"))[...]
-        ref_seg = blosc2.open(str(f))[...]
-        assert data.shape == ref_data.shape and np.abs(data - ref_data).max() <= 1e-3, case
-        assert np.array_equal(seg, ref_seg), case
+    for identifier in ("nnUNetPlans_3d_fullres", "nnUNetPlans_2d"):
+        for f in sorted((ref / identifier).glob("*_seg.b2nd")):
+            case = f.name[: -len("_seg.b2nd")]
+            data, seg, props = load_case(pre / identifier, case)
+            ref_data = blosc2.open(str(ref / identifier / f"{case}.b2nd"))[...]
+            ref_seg = blosc2.open(str(f))[...]
+            assert data.shape == ref_data.shape and np.abs(data - ref_data).max() <= 1e-3, (identifier, case)
+            assert np.array_equal(seg, ref_seg), (identifier, case)
 
 
 def _tcia_raw(root: Path, with_patients: bool) -> Path:
@@ -103,8 +104,10 @@ def test_tcia_anisotropic_plans_match_nnunet(roots):
 @needs_shared
 def test_tcia_longitudinal_splits_keep_subjects_together(roots):
     _tcia_raw(roots["raw"], with_patients=True)
-    assert main_plan_and_preprocess(["-d", "5", "-c", "3d_fullres", "-np", "2"]) == 0
+    assert main_plan_and_preprocess(["-d", "5", "-np", "2"]) == 0  # default configurations, 2d included
     pre = roots["pre"] / "Dataset005_TCIAProgT1"
+    _, seg2d, _ = load_case(pre / "nnUNetPlans_2d", "PGBM-001_tp1")
+    assert seg2d.shape[1] == 25  # the 2d configuration keeps the 6.5 mm axis and resamples only in-plane
     splits = json.loads((pre / "splits_final.json").read_text())
     subjects = json.loads((pre / "subjects.json").read_text())
     assert len(subjects) == 4 and len(splits) == 4

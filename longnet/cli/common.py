@@ -1,8 +1,12 @@
-"""Shared CLI wrapper: a user's mistake (LongnetError) becomes one clear stderr line and exit code 1, not a traceback."""
+"""Shared CLI wrapper: a user's mistake (LongnetError) or the environment's (OSError) becomes one clear stderr line and
+exit code 1, not a traceback."""
 from __future__ import annotations
 
+import errno
 import functools
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from longnet.errors import LongnetError
@@ -13,15 +17,30 @@ Argv = Sequence[str] | None
 def run_cli(fn: Callable[[Argv], int | None], argv: Argv = None) -> int:
     """Call `fn(argv)` and turn its outcome into an exit code.
 
-    LongnetError -> `longnet: error: <path>: <message>` on stderr, 1; KeyboardInterrupt -> 130; argparse's
-    SystemExit -> its code (so in-process callers get an int back); anything else is a bug and propagates.
+    LongnetError -> `longnet: error: <path>: <message>` on stderr, 1; an OSError (full disk, read-only or missing
+    folder: the environment, not a bug) -> the same one line naming its file, 1; KeyboardInterrupt -> 130;
+    SIGTERM -> one line, 143; argparse's SystemExit -> its code (so in-process callers get an int back); anything
+    else is a bug and propagates.
     """
+    installed = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if installed else None
     try:
         rc = fn(argv)
+    except Terminated:
+        _end_progress_bars()
+        print("longnet: stopped by SIGTERM; rerun the same command to continue (finished outputs are kept)",
+              file=sys.stderr)
+        return 143
     except LongnetError as e:
+        _end_progress_bars()
         print(f"longnet: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        _end_progress_bars()
+        print(f"longnet: error: {os_error_text(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
+        _end_progress_bars()
         print("longnet: interrupted", file=sys.stderr)
         return 130
     except SystemExit as e:
@@ -29,7 +48,47 @@ def run_cli(fn: Callable[[Argv], int | None], argv: Argv = None) -> int:
             return e.code or 0
         print(e.code, file=sys.stderr)
         return 1
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return 0 if rc is None else int(rc)
+
+
+def _end_progress_bars() -> None:
+    """Close progress bars an error cut short, so the message starts a line of its own instead of trailing one."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # a bar whose stream is gone: nothing to tidy up
+            pass
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler stopping the job) reached a command: it unwinds like KeyboardInterrupt, so atomic writes
+    remove their temp files, and the command exits 143 with one line. Training installs its own handler, which
+    checkpoints first."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def os_error_text(error: OSError) -> str:
+    """`<file>: cannot write (No space left on device)`-style text for an OSError that reached a command."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EROFS, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        reason = f"cannot write ({reason})"
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
+
+
+def print_warnings(items: list[tuple[object, str]], limit: int = 10) -> None:
+    """`longnet: warning: <file>: <message>` lines on stderr (at most `limit`, then a count): suspicious input that
+    is still usable, so the run goes on."""
+    for path, message in items[:limit]:
+        print(f"longnet: warning: {path}: {message}", file=sys.stderr)
+    if len(items) > limit:
+        print(f"longnet: warning: ... and {len(items) - limit} more like these", file=sys.stderr)
 
 
 def cli_main(fn: Callable[[Argv], int | None]) -> Callable[[Argv], int]:

@@ -9,7 +9,7 @@ from longnet.cli.common import cli_main
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_convert_msd",
+        prog="longnet_convert_msd", allow_abbrev=False,
         description="Convert an MSD TaskXX_Name folder into $LONGNET_RAW/DatasetXXX_Name (nnU-Net v2 layout). "
                     "Refuses to run if a dataset with the target id already exists.")
     p.add_argument("-i", dest="input", required=True, help="path to the MSD folder, e.g. Task04_Hippocampus")

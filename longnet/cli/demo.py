@@ -117,7 +117,7 @@ def _default_device() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="longnet_demo", description="Generate the embedded synthetic longitudinal "
+    p = argparse.ArgumentParser(prog="longnet_demo", allow_abbrev=False, description="Generate the embedded synthetic longitudinal "
                                 "dataset and run the whole longnet pipeline on it.")
     p.add_argument("--out", default="longnet_demo_out", help="output folder (default: ./longnet_demo_out)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")

@@ -15,7 +15,7 @@ from longnet.utils.files import load_json, save_json
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_evaluate",
+        prog="longnet_evaluate", allow_abbrev=False,
         description="Compare predictions with references and write summary.json. segmentation (default): Dice, "
                     "IoU, HD95 per label in nnU-Net's schema, plus ASPC between consecutive visits with "
                     "--patients. forecast: NRMSE/PSNR/SSIM of predicted vs true images. classification: "
@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run(args)
     pred = Path(args.pred)
     out = Path(args.output) if args.output else (pred if pred.is_dir() else pred.parent) / "summary.json"
-    save_json(summary, out)
+    save_json(summary, out, sort_keys=args.task == "segmentation")  # nnU-Net sorts summary.json's keys
     fg = summary.get("foreground_mean", {}).get("Dice")
     print(f"wrote {out}" + (f" (mean foreground Dice {fg:.4f})" if fg is not None else ""))
     return 0

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import cli_main, print_warnings
 from longnet.dataset.raw import RawDataset
 from longnet.errors import LongnetError
 from longnet.paths import dataset_name_from_id, preprocessed_root, raw_root
-from longnet.utils.files import atomic_path, load_json, save_json
+from longnet.utils.files import load_json, save_json
 
 DEFAULT_CONFIGS = ["2d", "3d_fullres", "3d_lowres"]
 
@@ -59,39 +58,27 @@ def _folders(dataset: str) -> tuple[str, Path, Path]:
 
 
 def extract_fingerprint(dataset: str, num_processes: int, verify: bool, clean: bool, verbose: bool = True) -> dict:
+    """Fingerprint plus the dataset-level files (dataset.json, subjects.json, visits.json, gt_segmentations/,
+    splits_final.json), each recomputed when the raw files it derives from changed. Everything that can refuse
+    (structure, integrity, a user's splits file that leaks a subject, unreadable cases) runs before any write."""
     from longnet.fingerprint.extractor import extract_fingerprint as _extract
+    from longnet.preprocessing.dataset_files import DatasetFiles
 
     name, raw_dir, pre_dir = _folders(dataset)
     raw = RawDataset(raw_dir)
+    print_warnings(raw.unlabelled_warnings())
     if verify:
         from longnet.dataset.integrity import check_dataset
 
         check_dataset(raw_dir, num_processes=num_processes)
+    files = DatasetFiles.plan(raw, pre_dir)
     fp_path = pre_dir / "dataset_fingerprint.json"
-    if fp_path.is_file() and not clean:
+    if fp_path.is_file() and not clean and files.fingerprint_current:
+        files.write(None)
         return load_json(fp_path)
     fingerprint = _extract(raw, num_processes=num_processes, verbose=verbose)  # reads every file: fails before writing
-    pre_dir.mkdir(parents=True, exist_ok=True)
-    _write_dataset_files(raw, pre_dir)
-    save_json(fingerprint, fp_path)
+    files.write(fingerprint)
     return fingerprint
-
-
-def _write_dataset_files(raw: RawDataset, pre_dir: Path) -> None:
-    """dataset.json, subjects.json, visits.json, gt_segmentations/ next to the plans."""
-    shutil.copyfile(raw.dataset_json_path, pre_dir / ".dataset.json.tmp")
-    os.replace(pre_dir / ".dataset.json.tmp", pre_dir / "dataset.json")
-    save_json(raw.subjects, pre_dir / "subjects.json")
-    save_json({c: {"days": v.days, "subject": v.subject, "visit_index": v.visit_index, "labelled": v.label is not None,
-                   "meta": v.meta} for c, v in raw.cases.items()}, pre_dir / "visits.json")
-    gt = pre_dir / "gt_segmentations"
-    gt.mkdir(exist_ok=True)
-    for cid, case in raw.cases.items():
-        if case.label is not None:
-            dest = gt / case.label.name
-            if not dest.is_file():
-                with atomic_path(dest, suffix=raw.file_ending) as tmp:
-                    shutil.copyfile(case.label, tmp)
 
 
 def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | None, plans_name: str | None,
@@ -108,9 +95,12 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
     fp_path = pre_dir / "dataset_fingerprint.json"
     if not fp_path.is_file():
         raise LongnetError("no fingerprint found: run longnet_extract_fingerprint first", fp_path)
+    from longnet.dataset.reader_choice import reader_writer_for_dataset
+
     planner_cls = get_planner(planner_name)
     planner = planner_cls(load_json(raw_dir / "dataset.json"), load_json(fp_path), name, gpu_memory_target,
                           plans_name, preprocessor_name, overwrite_target_spacing)
+    planner.image_reader_writer = reader_writer_for_dataset(RawDataset(raw_dir)).name
     plans = apply_alignment_to_plans(planner.plan(), align)
     dest = pre_dir / f"{planner.plans_name}.json"
     if dest.is_file():  # keep configurations a user added by hand
@@ -118,13 +108,14 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
         for k, v in old.items():
             plans["configurations"].setdefault(k, v)
     save_json(plans, dest)
-    splits = pre_dir / "splits_final.json"
-    if not splits.is_file():
-        from longnet.preprocessing.splits import subject_level_splits
+    subjects_file = pre_dir / "subjects.json"
+    if subjects_file.is_file():  # normally already in step (fingerprint stage); plan_experiment may run alone
+        from longnet.preprocessing.splits import plan_splits, write_generated_splits
 
-        folds = subject_level_splits(load_json(pre_dir / "subjects.json"))
-        if folds:
-            save_json(folds, splits)
+        subjects = load_json(subjects_file)
+        folds = plan_splits(pre_dir, subjects, subjects)
+        if folds is not None:
+            write_generated_splits(pre_dir, folds)
     return planner.plans_name
 
 
@@ -134,11 +125,14 @@ def preprocess(dataset: str, plans_name: str, configurations: list[str], num_pro
     plans always describe the preprocessed data they point to."""
     from longnet.planning.plans import Plans
     from longnet.preprocessing.alignment import alignment_mode, apply_alignment_to_plans
+    from longnet.preprocessing.dataset_files import DatasetFiles
     from longnet.preprocessing.run import preprocess_dataset
 
     name, raw_dir, pre_dir = _folders(dataset)
     plans_path = pre_dir / f"{plans_name}.json"
     plans = Plans.load(plans_path)
+    raw = RawDataset(raw_dir)
+    files = DatasetFiles.plan(raw, pre_dir)  # refuses a user's splits file that now leaks, before any write
     if align is not None and align != alignment_mode(plans.plans):
         plans = Plans(apply_alignment_to_plans(plans.plans, align), plans_path)
         save_json(plans.plans, plans_path)
@@ -146,22 +140,51 @@ def preprocess(dataset: str, plans_name: str, configurations: list[str], num_pro
         num_processes = num_processes * len(configurations)
     if len(num_processes) != len(configurations):
         raise LongnetError(f"-np needs one value or one per configuration ({len(configurations)})")
-    raw = RawDataset(raw_dir)
+    files.write(None, fingerprint_checked=False)  # subjects.json, visits.json, splits in step with the raw files
     for conf_name, n in zip(configurations, num_processes):
         if conf_name not in plans.available_configurations:
-            print(f"configuration {conf_name} is not in {plans_name}: skipped")
+            print(f"configuration {conf_name} is not planned for {name}: {unplanned_reason(plans.plans, conf_name)}"
+                  "; skipped")
             continue
         conf = plans.configuration(conf_name)
         preprocess_dataset(raw, plans, conf_name, pre_dir / conf.data_identifier, n, verbose)
+
+
+def unplanned_reason(plans: dict, configuration: str) -> str:
+    """Why a plans file lacks a configuration, in nnU-Net's planning terms (one line for the user)."""
+    configs = plans.get("configurations", {})
+    median = plans.get("original_median_shape_after_transp") or []
+    if configuration.startswith("3d") and "3d_fullres" not in configs and median[:1] == [1]:
+        return "images are 2D (one slice), so only the 2d configuration is planned"
+    if configuration in ("3d_lowres", "3d_cascade_fullres") and "3d_fullres" in configs:
+        return ("the 3d_fullres patch already covers enough of the median image, so no low-resolution "
+                "stage (cascade) is planned")
+    return f"{plans.get('plans_name', 'the plans')} has no configuration of that name"
 
 
 def _np(args) -> list[int]:
     return args.np if args.np else [_default_np()]
 
 
+def _check_numbers(args: argparse.Namespace) -> argparse.Namespace:
+    """Process counts >= 1, a positive GPU memory target and spacing: `-np 0` used to mean 'the default'."""
+    for flag in ("np", "npfp"):
+        values = getattr(args, flag, None)
+        for v in values if isinstance(values, list) else [values]:
+            if v is not None and v < 1:
+                raise LongnetError(f"-{flag} must be an integer >= 1 (number of processes), got {v}")
+    target = getattr(args, "gpu_memory_target", None)
+    if target is not None and not target > 0:
+        raise LongnetError(f"-gpu_memory_target must be a number of GB > 0, got {target:g}")
+    spacing = getattr(args, "overwrite_target_spacing", None)
+    if spacing is not None and not all(x > 0 for x in spacing):
+        raise LongnetError(f"-overwrite_target_spacing must be positive numbers, got {spacing}")
+    return args
+
+
 @cli_main
 def main_plan_and_preprocess(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_plan_and_preprocess",
+    p = argparse.ArgumentParser(prog="longnet_plan_and_preprocess", allow_abbrev=False,
                                 description="Fingerprint, plan and preprocess raw datasets (nnU-Net compatible).")
     _add_common(p)
     _add_fingerprint(p)
@@ -169,7 +192,7 @@ def main_plan_and_preprocess(argv=None) -> int:
     _add_preprocess(p)
     _add_align(p, "none")
     p.add_argument("--no_pp", action="store_true", help="stop after planning")
-    args = p.parse_args(argv)
+    args = _check_numbers(p.parse_args(argv))
     from longnet.registry import get_planner
 
     get_planner(args.pl)  # an unknown/broken planner fails before the fingerprint writes anything
@@ -187,11 +210,11 @@ def main_plan_and_preprocess(argv=None) -> int:
 
 @cli_main
 def main_extract_fingerprint(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_extract_fingerprint")
+    p = argparse.ArgumentParser(prog="longnet_extract_fingerprint", allow_abbrev=False)
     _add_common(p)
     _add_fingerprint(p)
     p.add_argument("-np", type=int, default=None)
-    args = p.parse_args(argv)
+    args = _check_numbers(p.parse_args(argv))
     for d in args.d:
         extract_fingerprint(d, args.npfp or args.np or _default_np(), args.verify_dataset_integrity, args.clean)
     return 0
@@ -199,10 +222,10 @@ def main_extract_fingerprint(argv=None) -> int:
 
 @cli_main
 def main_plan_experiment(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_plan_experiment")
+    p = argparse.ArgumentParser(prog="longnet_plan_experiment", allow_abbrev=False)
     _add_common(p)
     _add_plan(p)
-    args = p.parse_args(argv)
+    args = _check_numbers(p.parse_args(argv))
     for d in args.d:
         plan_experiment(d, args.pl, args.gpu_memory_target, args.overwrite_plans_name, args.overwrite_target_spacing,
                         args.preprocessor_name)
@@ -211,11 +234,11 @@ def main_plan_experiment(argv=None) -> int:
 
 @cli_main
 def main_preprocess(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_preprocess")
+    p = argparse.ArgumentParser(prog="longnet_preprocess", allow_abbrev=False)
     _add_common(p)
     _add_preprocess(p)
     _add_align(p, None)
-    args = p.parse_args(argv)
+    args = _check_numbers(p.parse_args(argv))
     for d in args.d:
         preprocess(d, args.plans_name or "nnUNetPlans", args.c, _np(args), align=args.align)
     return 0

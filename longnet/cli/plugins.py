@@ -9,7 +9,7 @@ from longnet.cli.common import cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="longnet_plugins",
+    p = argparse.ArgumentParser(prog="longnet_plugins", allow_abbrev=False,
                                 description="List trainer and planner plugins found through installed entry points. "
                                             "A plugin that fails to import is listed with its error.")
     p.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")

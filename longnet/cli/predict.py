@@ -11,7 +11,7 @@ from longnet.errors import LongnetError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_predict",
+        prog="longnet_predict", allow_abbrev=False,
         description="Predict every case of an input folder ({case}_{CCCC}{ending}, nnU-Net layout) with a trained "
                     "model: sliding window (Gaussian), mirroring TTA, folds averaged, exported in each input's "
                     "geometry. Give either -d/-c (results under $LONGNET_RESULTS) or -m MODEL_FOLDER (also a "
@@ -36,14 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip cases whose output already exists (outputs are written atomically)")
     p.add_argument("--save_probabilities", action="store_true",
                    help="also write {case}.npz (probabilities) and {case}.json (properties)")
-    p.add_argument("-npp", dest="num_preprocessing", type=int, default=1, help="(accepted for nnU-Net "
-                   "compatibility; preprocessing runs in one background thread)")
+    p.add_argument("-npp", dest="num_preprocessing", type=int, default=1,
+                   help="background threads that read and preprocess the next cases (default 1)")
     p.add_argument("-nps", dest="num_export", type=int, default=2, help="background export workers (default 2)")
     p.add_argument("-tile_batch_size", type=int, default=None,
                    help="tiles per step (default: as many as fit ~1M voxels on CPU, ~4M on GPU, mirrored copies "
                         "included)")
     p.add_argument("-accumulation", choices=["fp16", "fp32"], default="fp16",
                    help="precision of the tile sums; fp16 (default) reproduces nnU-Net exactly, fp32 is more precise")
+    p.add_argument("-prev_stage_predictions", dest="prev_stage_predictions", default=None,
+                   help="cascade (3d_cascade_fullres): folder with the previous stage's predictions "
+                        "({case}{file_ending}, e.g. from longnet_predict -c 3d_lowres)")
+    p.add_argument("-num_parts", dest="num_parts", type=int, default=1,
+                   help="split the input cases into this many parts (one run per part, e.g. an array job; the "
+                        "parts together equal one run; default 1)")
+    p.add_argument("-part_id", dest="part_id", type=int, default=0,
+                   help="which part this run predicts, 0 .. num_parts-1: sorted cases part_id, part_id + "
+                        "num_parts, ... (default 0)")
+    p.add_argument("--disable_progress_bar", action="store_true", help="no progress bar (e.g. in log files)")
+    p.add_argument("--not_on_device", action="store_true",
+                   help="keep the sliding-window sums in host memory instead of on the GPU (large images on "
+                        "small GPUs; slower)")
     p.add_argument("--patients", default=None,
                    help="patientsTs.json for longitudinal trainers (ignored by segmentation models)")
     p.add_argument("--visits", default=None, help="visitsTs.csv (days, scores) for longitudinal trainers")
@@ -129,7 +142,7 @@ def _trainer_class(args: argparse.Namespace, folder: Path | None):
 def _parse(argv) -> tuple[argparse.Namespace, type | None]:
     """Two passes: a trainer with its own prediction task (forecast, classification, embedding) adds its flags."""
     parser = build_parser()
-    first = argparse.ArgumentParser(add_help=False)  # only finds the trainer, so `-tr X -h` lists X's options too
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # only finds the trainer, so `-tr X -h` lists X's options too
     first.add_argument("-tr", dest="trainer", default="nnUNetTrainer")
     first.add_argument("-m", dest="model_folder", default=None)
     known, _ = first.parse_known_args(argv)
@@ -170,19 +183,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise LongnetError(f"no fold_*/{args.checkpoint} found", folder)
         trainer_cls.run_prediction(folder, folds, Path(args.input), out, args, torch.device(device))
         return 0
+    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
+        raise LongnetError(f"-part_id must be in 0 .. num_parts-1 and -num_parts >= 1, got -part_id "
+                           f"{args.part_id} -num_parts {args.num_parts}")
+    if args.num_preprocessing < 1 or args.num_export < 1:
+        raise LongnetError(f"-npp and -nps must be >= 1, got {args.num_preprocessing} and {args.num_export}")
     predictor = Predictor.from_model_folder(
         folder, folds, args.checkpoint, device, use_mirroring=not args.disable_tta, step_size=args.step_size,
-        tile_batch_size=args.tile_batch_size, verbose=args.verbose,
+        tile_batch_size=args.tile_batch_size, verbose=args.verbose, keep_sums_on_host=args.not_on_device,
         accumulate_dtype=torch.float16 if args.accumulation == "fp16" else torch.float32)
+    if predictor.previous_stage and not args.prev_stage_predictions:
+        raise LongnetError(f"{predictor.configuration_name} is the second stage of a cascade: give the "
+                           f"{predictor.previous_stage} predictions with -prev_stage_predictions DIR")
+    if args.prev_stage_predictions and not Path(args.prev_stage_predictions).is_dir():
+        raise LongnetError("previous-stage prediction folder not found", args.prev_stage_predictions)
     dj = predictor.dataset_json
     num_channels = len(dj.get("channel_names") or dj.get("modality") or {})
     cases = list_input_cases(args.input, dj.get("file_ending", ".nii.gz"), num_channels)
     out = Path(args.output).resolve()
     if out == Path(args.input).resolve():
         raise LongnetError("output folder must differ from the input folder", out)
+    cases = cases[args.part_id::args.num_parts]
     written = predictor.predict_files(cases, out, save_probabilities=args.save_probabilities,
                                       continue_prediction=args.continue_prediction,
-                                      num_export_workers=max(1, args.num_export))
+                                      num_export_workers=args.num_export,
+                                      num_preprocessing_workers=args.num_preprocessing,
+                                      previous_stage_folder=args.prev_stage_predictions,
+                                      progress_bar=not args.disable_progress_bar)
     print(f"predicted {len(written)} case(s) into {out}" +
           (f" ({len(cases) - len(written)} already present)" if len(written) < len(cases) else ""))
     return 0

@@ -16,6 +16,10 @@ from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrig
 from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, ContrastTransform
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+from batchgeneratorsv2.transforms.nnunet.random_binary_operator import ApplyRandomBinaryOperatorTransform
+from batchgeneratorsv2.transforms.nnunet.remove_connected_components import (
+    RemoveRandomConnectedComponentFromOneHotEncodingTransform)
+from batchgeneratorsv2.transforms.nnunet.seg_to_onehot import MoveSegAsOneHotToDataTransform
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
 from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
@@ -86,8 +90,24 @@ def spatial_aug_config(patch_size: list[int]) -> SpatialAugConfig:
     return SpatialAugConfig(rotation, mirror, dummy_2d, initial)
 
 
-def _label_transforms(regions, ignore_label, ds_scales) -> list[BasicTransform]:
-    out: list[BasicTransform] = [RemoveLabelTransform(-1, 0)]
+def cascade_transforms(cascade_labels: list[int], num_image_channels: int, train: bool) -> list[BasicTransform]:
+    """The previous stage's segmentation (seg channel 1) becomes one-hot input channels after the image, one per
+    foreground label; in training it is corrupted (morphology p 0.4, a removed component p 0.2, each per label
+    with p 0.5) so the network learns not to copy the coarse stage's mistakes."""
+    onehot = list(range(num_image_channels, num_image_channels + len(cascade_labels)))
+    out: list[BasicTransform] = [MoveSegAsOneHotToDataTransform(source_channel_idx=1, all_labels=list(cascade_labels),
+                                                               remove_channel_from_source=True)]
+    if train:
+        out += [RandomTransform(ApplyRandomBinaryOperatorTransform(channel_idx=onehot, strel_size=(1, 8),
+                                                                   p_per_label=0.5), apply_probability=0.4),
+                RandomTransform(RemoveRandomConnectedComponentFromOneHotEncodingTransform(
+                    channel_idx=onehot, fill_with_other_class_p=0, dont_do_if_covers_more_than_x_percent=0.15,
+                    p_per_label=0.5), apply_probability=0.2)]
+    return out
+
+
+def _label_transforms(regions, ignore_label, ds_scales, cascade: list[BasicTransform] = ()) -> list[BasicTransform]:
+    out: list[BasicTransform] = [RemoveLabelTransform(-1, 0), *cascade]
     if regions:
         all_regions = list(regions) + ([ignore_label] if ignore_label is not None else [])
         out.append(ConvertSegmentationToRegionsTransform(regions=all_regions, channel_in_seg=0))
@@ -124,7 +144,8 @@ def mirror_transforms(aug: SpatialAugConfig) -> list[BasicTransform]:
 
 def training_transforms(patch_size: list[int], aug: SpatialAugConfig, ds_scales: list | None,
                         use_mask_for_norm: list[bool] | None = None, regions: list | None = None,
-                        ignore_label: int | None = None, recipe: AugmentationRecipe = NNUNET_RECIPE) -> BasicTransform:
+                        ignore_label: int | None = None, recipe: AugmentationRecipe = NNUNET_RECIPE,
+                        cascade_labels: list[int] | None = None, num_image_channels: int = 1) -> BasicTransform:
     """nnU-Net's training augmentation (probabilities from nnU-Net 2.x, no elastic deformation)."""
     r = recipe
     t: list[BasicTransform] = spatial_transforms(patch_size, aug, r.p_rotation, r.p_scaling, r.scaling)
@@ -156,11 +177,13 @@ def training_transforms(patch_size: list[int], aug: SpatialAugConfig, ds_scales:
     if use_mask_for_norm and any(use_mask_for_norm):
         t.append(MaskImageTransform(apply_to_channels=[i for i, m in enumerate(use_mask_for_norm) if m],
                                     channel_idx_in_seg=0, set_outside_to=0))
-    t += _label_transforms(regions, ignore_label, ds_scales)
+    cascade = cascade_transforms(cascade_labels, num_image_channels, True) if cascade_labels else []
+    t += _label_transforms(regions, ignore_label, ds_scales, cascade)
     return ComposeTransforms(t)
 
 
-def validation_transforms(ds_scales: list | None, regions: list | None = None,
-                          ignore_label: int | None = None) -> BasicTransform:
-    """No augmentation: only label cleanup, regions and deep-supervision targets."""
-    return ComposeTransforms(_label_transforms(regions, ignore_label, ds_scales))
+def validation_transforms(ds_scales: list | None, regions: list | None = None, ignore_label: int | None = None,
+                          cascade_labels: list[int] | None = None, num_image_channels: int = 1) -> BasicTransform:
+    """No augmentation: only label cleanup, the cascade's one-hot input, regions and deep-supervision targets."""
+    cascade = cascade_transforms(cascade_labels, num_image_channels, False) if cascade_labels else []
+    return ComposeTransforms(_label_transforms(regions, ignore_label, ds_scales, cascade))

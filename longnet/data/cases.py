@@ -49,7 +49,8 @@ def crop_and_pad(arr, lo: list[int], size: list[int], pad_value: float) -> np.nd
     shape = arr.shape[1:]
     valid_lo = [max(0, l) for l in lo]
     valid_hi = [min(s, l + n) for s, l, n in zip(shape, lo, size)]
-    out = np.full((arr.shape[0], *size), pad_value, dtype=arr.dtype)
+    dtype = np.result_type(arr.dtype, np.min_scalar_type(pad_value))  # -1 padding of a uint8 map needs a sign
+    out = np.full((arr.shape[0], *size), pad_value, dtype=dtype)
     if any(h <= l for l, h in zip(valid_lo, valid_hi)):
         return out
     src = (slice(None), *[slice(l, h) for l, h in zip(valid_lo, valid_hi)])

@@ -7,6 +7,8 @@ exactly the batches it would have seen, and every DDP rank draws different batch
 from __future__ import annotations
 
 import os
+import signal
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -20,11 +22,14 @@ def default_num_workers() -> int:
         value = os.environ.get(var)
         if value not in (None, ""):
             try:
-                return max(0, int(value))
+                n = int(value)
             except ValueError:
+                n = -1
+            if n < 0:  # a negative count used to mean 0 silently
                 from longnet.errors import LongnetError
 
-                raise LongnetError(f"{var} must be an integer, got {value!r}") from None
+                raise LongnetError(f"{var} must be an integer >= 0 (0 = load in the main process), got {value!r}")
+            return n
     return min(os.cpu_count() or 1, 12)
 
 
@@ -67,8 +72,37 @@ class _CountFrom(Sampler):
         return 2 ** 62
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _quiet_exit(signum, frame) -> None:
+    os._exit(0)
+
+
 def _worker_init(_worker_id: int) -> None:
+    """Workers leave quietly on SIGTERM (exit status 0, which torch does not report as a crash) and ignore SIGINT:
+    a scheduler signals the whole process group, and the parent, which gets the same SIGTERM, checkpoints and exits
+    (a loader that then finds its workers gone is expected: see `Trainer._next_batch`). Ignoring SIGTERM instead
+    would hang the parent's exit, which terminates leftover workers with SIGTERM and waits for them."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _quiet_exit)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGTERM/SIGINT while workers start, so none dies between fork and `_worker_init`; a signal that
+    arrives meanwhile is delivered to the parent when unblocked."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def batch_iterator(make_batch: Callable[[np.random.Generator], dict], *, seed: int, rank: int = 0,
@@ -83,4 +117,5 @@ def batch_iterator(make_batch: Callable[[np.random.Generator], dict], *, seed: i
     if num_workers > 0:
         kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=True, worker_init_fn=_worker_init)
     loader = DataLoader(ds, batch_size=None, sampler=_CountFrom(start_index), **kwargs)
-    return iter(loader)
+    with _stop_signals_blocked():
+        return iter(loader)

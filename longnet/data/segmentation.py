@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from longnet.data.cases import CaseReader, bbox_for_patch, crop_and_pad
+from longnet.data.cases import CaseReader, bbox_for_patch, crop_and_pad, open_array
 from longnet.errors import DatasetError
 
 
@@ -31,7 +31,8 @@ class SegmentationPatchSampler:
 
     def __init__(self, data_folder: str | Path, case_ids: list[str], patch_size: list[int],
                  final_patch_size: list[int], fg_flags: list[bool], transforms: Callable | None,
-                 foreground_classes: list | None = None):
+                 foreground_classes: list | None = None, fg_probability: float | None = None,
+                 previous_stage_folder: str | Path | None = None):
         if not case_ids:
             raise DatasetError("no labelled cases to sample patches from", data_folder)
         self.reader = CaseReader(data_folder)
@@ -42,6 +43,9 @@ class SegmentationPatchSampler:
         self.fg_flags = list(fg_flags)
         self.transforms = transforms
         self.foreground_classes = foreground_classes  # keys of class_locations eligible for oversampling
+        self.fg_probability = fg_probability  # set: each sample is foreground with it, fg_flags only give the count
+        # cascade: the previous stage's segmentation on this grid, cut with the same box as seg channel 1
+        self.previous_stage_folder = Path(previous_stage_folder) if previous_stage_folder else None
 
     def _fg_voxel(self, props: dict, rng: np.random.Generator) -> list[int] | None:
         locs = props.get("class_locations") or {}
@@ -59,9 +63,17 @@ class SegmentationPatchSampler:
         data, seg, props = self.reader.open(case_id)
         shape = tuple(data.shape[1:])
         center = self._fg_voxel(props, rng) if force_fg else None
-        lo = bbox_for_patch(shape, self.patch_size, rng, center, self.extra_pad)
-        d = crop_and_pad(data, lo, self.patch_size, 0)
-        s = crop_and_pad(seg, lo, self.patch_size, -1)
+        # a 2d patch on a volume: a box one slice thick (the foreground voxel's slice, else a random one)
+        slab = len(shape) - len(self.patch_size)
+        patch, extra = [1] * slab + self.patch_size, [0] * slab + self.extra_pad
+        lo = bbox_for_patch(shape, patch, rng, center, extra)
+        d = crop_and_pad(data, lo, patch, 0)
+        s = crop_and_pad(seg, lo, patch, -1)
+        if self.previous_stage_folder is not None:
+            prev = open_array(self.previous_stage_folder / f"{case_id}.b2nd")
+            s = np.concatenate([s.astype(np.int16), crop_and_pad(prev, lo, patch, -1).astype(np.int16)])
+        if slab:
+            d, s = d[:, 0], s[:, 0]
         out = {"image": torch.from_numpy(d).float(), "segmentation": torch.from_numpy(s.astype(np.int16))}
         if self.transforms is not None:
             with torch.no_grad():
@@ -71,7 +83,10 @@ class SegmentationPatchSampler:
     def make_batch(self, rng: np.random.Generator) -> dict:
         """One batch: {'data': B×C×..., 'target': tensor or list of tensors (deep supervision), 'keys': [...]}."""
         keys = [self.case_ids[int(rng.integers(len(self.case_ids)))] for _ in self.fg_flags]
-        samples = [self.sample(k, fg, rng) for k, fg in zip(keys, self.fg_flags)]
+        flags = self.fg_flags
+        if self.fg_probability is not None:
+            flags = [bool(rng.random() < self.fg_probability) for _ in self.fg_flags]
+        samples = [self.sample(k, fg, rng) for k, fg in zip(keys, flags)]
         data = torch.stack([s["image"] for s in samples])
         segs = [s["segmentation"] for s in samples]
         if isinstance(segs[0], (list, tuple)):

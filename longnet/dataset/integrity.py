@@ -2,27 +2,25 @@
 
 Structural problems (bad dataset.json, missing channel files, a label without an image, bad patientsTr.json or
 visitsTr.csv) are found by `RawDataset` itself and raise `DatasetError`. This module adds the content checks that
-need the voxels: readability, dimensionality, geometry agreement between channels and label, non-finite or
-empty/constant images, label values. Cases are checked in a thread pool (SimpleITK and numpy release the GIL, and
+need the voxels: readability, dimensionality, geometry agreement between channels and label, channel count,
+non-finite or empty/constant images, label values. Files are read with the dataset's reader/writer (see
+`longnet.dataset.reader_choice`). Cases are checked in a thread pool (the readers and numpy release the GIL, and
 threads avoid the start-up cost and fork hazards of processes).
 """
 from __future__ import annotations
 
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
-from longnet.dataset.io import geometry_mismatch, read_image_files
 from longnet.dataset.nifti_raw import nonfinite_counts
 from longnet.dataset.raw import Case, RawDataset
+from longnet.dataset.reader_choice import raw_dataset_dimension, reader_writer_for_dataset
+from longnet.dataset.readers import ImageReaderWriter, SimpleITKIO, props_mismatch
 from longnet.errors import DatasetError, IntegrityError
 
 Problem = tuple[str, str]
-
-_TWO_D_ENDINGS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def _format_values(values, limit: int = 10) -> str:
@@ -31,40 +29,22 @@ def _format_values(values, limit: int = 10) -> str:
     return f"[{text}{', ...' if len(values) > limit else ''}]"
 
 
-def _header_dimension(path: Path) -> int | None:
-    """Dimension from the file header only (cheap); None if the header cannot be read."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    return reader.GetDimension()
-
-
 def dataset_dimension(raw: RawDataset) -> int:
-    """The spatial dimension of the dataset: 2 for natural-image endings, else the majority over case headers.
-
-    A majority vote (ties go to 3D) means a single 2D file in a 3D dataset is reported as the odd one out
-    instead of making every other file look wrong.
-    """
-    if raw.file_ending.lower() in _TWO_D_ENDINGS or str(raw.dataset_json.get("tensorImageSize", "")).upper() == "2D":
-        return 2
-    cases = list(raw.cases.values())
-    sample = cases[:: max(1, len(cases) // 25)]  # header reads are not free; 25 files settle a majority
-    votes = Counter(d for d in (_header_dimension(c.images[0]) for c in sample) if d in (2, 3))
-    if votes.get(2, 0) > votes.get(3, 0):
-        return 2
-    return 3
+    """The spatial dimension of the dataset, from its images (majority over up to 25 cases, ties going to 3D):
+    a single 2D file in a 3D dataset is reported as the odd one out instead of making every other file look
+    wrong."""
+    return raw_dataset_dimension(raw)
 
 
-def _read(path: Path, dim: int, problems: list[Problem]) -> tuple[np.ndarray, dict] | None:
+def _read(path: Path, dim: int, problems: list[Problem], rw: ImageReaderWriter,
+          is_label: bool = False) -> tuple[np.ndarray, dict] | None:
+    """All channels of one file (C×Z×Y×X; labels unchecked floats, so every bad value can be listed)."""
     try:
-        data, props = read_image_files([path], expected_dim=dim)
+        data, props = rw.read_seg_values(path, dim) if is_label else rw.read_images([path], dim)
     except DatasetError as e:
         problems.append((str(e.path or path), e.message))
         return None
-    return data[0], props
+    return data, props
 
 
 def _nonfinite(arr: np.ndarray, path: Path) -> tuple[int, int]:
@@ -96,30 +76,42 @@ def _check_intensities(arr: np.ndarray, path: Path, problems: list[Problem]) -> 
         problems.append((str(path), f"image is constant (every voxel is {lo:g})"))
 
 
-def check_case(case: Case, dim: int, valid_values: set[int]) -> list[Problem]:
-    """Every problem of one case: its channel files, then its label (if it has one)."""
+def check_case(case: Case, dim: int, valid_values: set[int], rw: ImageReaderWriter | None = None,
+               num_channels: int | None = None) -> list[Problem]:
+    """Every problem of one case: its channel files, then its label (if it has one).
+
+    `rw` defaults to SimpleITK; `num_channels` (dataset.json) is checked against what the files hold, since
+    one RGB file holds 3 channels."""
+    rw = rw or SimpleITKIO()
     problems: list[Problem] = []
-    ref = None  # (shape, geometry, file name) of the first readable channel
+    ref = None  # (shape, props, file name) of the first readable channel
+    n_read, all_read = 0, True
     for path in case.images:
-        got = _read(path, dim, problems)
+        got = _read(path, dim, problems, rw)
         if got is None:
+            all_read = False
             continue
         arr, props = got
+        n_read += arr.shape[0]
         _check_intensities(arr, path, problems)
         if ref is None:
-            ref = (arr.shape, props["sitk_stuff"], path.name)
+            ref = (arr.shape[1:], props, path.name)
         else:
-            diff = geometry_mismatch(ref[0], ref[1], arr.shape, props["sitk_stuff"])
+            diff = props_mismatch(ref[0], ref[1], arr.shape[1:], props)
             if diff:
                 problems.append((str(path), f"channel geometry differs from {ref[2]}: {diff}"))
+    if num_channels is not None and all_read and n_read != num_channels:
+        problems.append((str(case.images[0]), f"case has {n_read} channel(s) in {len(case.images)} file(s) but "
+                                              f"dataset.json 'channel_names' lists {num_channels}"))
     if case.label is None:
         return problems
-    got = _read(case.label, dim, problems)
+    got = _read(case.label, dim, problems, rw, is_label=True)
     if got is None:
         return problems
     seg, props = got
+    seg = seg[0]
     if ref is not None:
-        diff = geometry_mismatch(ref[0], ref[1], seg.shape, props["sitk_stuff"])
+        diff = props_mismatch(ref[0], ref[1], seg.shape, props)
         if diff:
             problems.append((str(case.label), f"label geometry differs from image {ref[2]}: {diff}"))
     n_nan, n_inf = _nonfinite(seg, case.label)
@@ -164,14 +156,16 @@ def verify_dataset_integrity(raw: RawDataset, num_processes: int = 2) -> list[Pr
     `num_processes` is the number of worker threads (1 = check inline).
     """
     problems = _dataset_level(raw)
-    dim = dataset_dimension(raw)
+    rw = reader_writer_for_dataset(raw)
+    dim = raw_dataset_dimension(raw, rw)
     valid = set(raw.label_manager.valid_values)
     cases = [raw.cases[c] for c in sorted(raw.cases)]
+    n_ch = raw.num_channels
     if num_processes <= 1 or len(cases) <= 1:
-        results = [check_case(c, dim, valid) for c in cases]
+        results = [check_case(c, dim, valid, rw, n_ch) for c in cases]
     else:
         with ThreadPoolExecutor(max_workers=num_processes) as ex:
-            results = list(ex.map(lambda c: check_case(c, dim, valid), cases))
+            results = list(ex.map(lambda c: check_case(c, dim, valid, rw, n_ch), cases))
     for r in results:
         problems.extend(r)
     return problems

@@ -37,21 +37,31 @@ def geometry_of(img: sitk.Image) -> dict:
     }
 
 
-def read_image_files(files: Sequence[str | Path], expected_dim: int = 3) -> tuple[np.ndarray, dict]:
+def read_image_files(files: Sequence[str | Path], expected_dim: int | None = 3,
+                     orientation: str | None = None) -> tuple[np.ndarray, dict]:
     """Read one file per channel into a float32 array C×Z×Y×X plus its geometry (`sitk_stuff`, `spacing`).
 
+    `expected_dim` None takes the first file's dimension. A 2D image becomes 1×1×Y×X with spacing
+    (999·max, sy, sx), as nnU-Net does, so it is never resampled across its single slice. `orientation`
+    (e.g. "RAS") reorients 3D images first; `original_orientation` then records how to turn them back.
     Raises DatasetError naming the file on unreadable files, wrong dimensionality, or channels whose
     geometry disagrees.
     """
     if len(files) == 0:
         raise ValueError("read_image_files needs at least one file")
     arrays, geometries = [], []
+    original_orientation = None
     for f in files:
         path = Path(f)
         img = _read_one(path)
         if img.GetNumberOfComponentsPerPixel() != 1:
             raise DatasetError(f"vector image with {img.GetNumberOfComponentsPerPixel()} components per voxel; "
                                "store each channel as its own file", path)
+        if expected_dim is None:
+            expected_dim = img.GetDimension()
+        if orientation is not None and img.GetDimension() == 3:
+            original_orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(img.GetDirection())
+            img = sitk.DICOMOrient(img, orientation)
         if img.GetDimension() != expected_dim:
             raise DatasetError(f"image is {img.GetDimension()}D but the dataset is {expected_dim}D", path)
         arr = sitk.GetArrayFromImage(img)
@@ -67,13 +77,21 @@ def read_image_files(files: Sequence[str | Path], expected_dim: int = 3) -> tupl
         data = data[:, None]
     spacing = list(ref["spacing"])[::-1]
     if expected_dim == 2:
-        spacing = [999.0] + spacing
-    return data, {"sitk_stuff": ref, "spacing": [float(s) for s in spacing]}
+        spacing = [999.0 * max(spacing)] + spacing
+    props = {"sitk_stuff": ref, "spacing": [float(s) for s in spacing]}
+    if original_orientation is not None:
+        props["original_orientation"] = original_orientation
+    return data, props
 
 
-def read_seg_file(path: str | Path, expected_dim: int = 3) -> tuple[np.ndarray, dict]:
+def read_seg_file(path: str | Path, expected_dim: int | None = 3) -> tuple[np.ndarray, dict]:
     """Read a label map as int16 1×Z×Y×X; non-integer values are an error."""
     data, props = read_image_files([path], expected_dim)
+    return checked_label_values(data, path), props
+
+
+def checked_label_values(data: np.ndarray, path: str | Path) -> np.ndarray:
+    """A label map read as floats, as int16 once every value is a finite integer in range (else DatasetError)."""
     if not np.all(np.isfinite(data)):
         raise DatasetError("label map contains non-integer values (NaN/inf)", path)
     fractions = np.unique(data[data != np.round(data)])
@@ -83,13 +101,17 @@ def read_seg_file(path: str | Path, expected_dim: int = 3) -> tuple[np.ndarray, 
     lo, hi = data.min(initial=0), data.max(initial=0)
     if lo < np.iinfo(np.int16).min or hi > np.iinfo(np.int16).max:
         raise DatasetError(f"label values out of range for a label map (min {lo:g}, max {hi:g})", path)
-    return data.astype(np.int16), props
+    return data.astype(np.int16)
 
 
 def write_seg(seg: np.ndarray, dest: str | Path, props: dict) -> None:
-    """Write a Z×Y×X label map with the geometry in props['sitk_stuff'], atomically."""
+    """Write a Z×Y×X label map with the geometry in props['sitk_stuff'], atomically.
+
+    A 2D input (2-element spacing) gets back the singleton z axis it was given when read."""
     seg = np.asarray(seg)
     if seg.ndim == 4 and seg.shape[0] == 1:
+        seg = seg[0]
+    if seg.ndim == 3 and seg.shape[0] == 1 and len(props["sitk_stuff"]["spacing"]) == 2:
         seg = seg[0]
     dtype = np.uint8 if seg.max(initial=0) < 255 and seg.min(initial=0) >= 0 else np.int16
     write_image(seg.astype(dtype), dest, props)
@@ -104,6 +126,8 @@ def write_image(arr: np.ndarray, dest: str | Path, props: dict) -> None:
     img.SetSpacing([float(s) for s in g["spacing"]])
     img.SetOrigin([float(s) for s in g["origin"]])
     img.SetDirection([float(s) for s in g["direction"]])
+    if props.get("original_orientation") and img.GetDimension() == 3:  # undo the reorientation done when reading
+        img = sitk.DICOMOrient(img, props["original_orientation"])
     ending = file_ending_of(dest)
     with atomic_path(dest, suffix=ending) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)

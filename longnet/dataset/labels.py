@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 from longnet.errors import DatasetError
 
 
+def _refuse_duplicate_values(labels: dict, source: str) -> None:
+    """Two names for one value (or one region) make the label of a voxel ambiguous: name both."""
+    seen: dict[tuple, str] = {}
+    for name, v in labels.items():
+        key = tuple(sorted(set(v))) if isinstance(v, (list, tuple)) else (v,)
+        if key in seen:
+            what = f"value {v}" if len(key) == 1 else f"region {list(key)}"
+            raise DatasetError(f"labels {seen[key]!r} and {name!r} both have {what}: each label value (or region) "
+                               "needs exactly one name", source)
+        seen[key] = name
+
+
 @dataclass
 class LabelManager:
     labels: dict  # name -> int | list[int]
@@ -32,6 +44,7 @@ class LabelManager:
                 if isinstance(v, (list, tuple)):
                     raise DatasetError("the ignore label must be a single integer", source)
                 ignore = int(v)
+        _refuse_duplicate_values(labels, source)
         if labels.get("background", 0) != 0:
             raise DatasetError("'background' must be label 0", source)
         if ignore is not None and ignore != max(all_labels):

@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from longnet.dataset.case_names import check_case_id_collisions
 from longnet.dataset.labels import LabelManager
+from longnet.dataset.readers import NaturalImage2DIO
+from longnet.dataset.stray_files import refuse_stray_files
 from longnet.errors import DatasetError
 from longnet.utils.files import load_json
 
@@ -21,6 +24,16 @@ def validate_case_id(case_id: str, source: str | Path | None = None) -> str:
         raise DatasetError(f"invalid case id {case_id!r}: ids may contain letters, digits, '_', '-', '.' "
                            "(not '..' or path separators) and must not start with '.'", source)
     return case_id
+
+
+def missing_channels(present, num_channels: int, file_ending: str) -> list[int]:
+    """Channel indices whose file is missing. A natural-image file (.png/.bmp/.tif) may hold several channels
+    (RGB = 3), so there files 0..k-1 are enough here; the reader then checks the total channel count."""
+    present = sorted(present)
+    missing = [c for c in range(num_channels) if c not in present]
+    if missing and NaturalImage2DIO().supports(file_ending) and present == list(range(len(present))):
+        return []
+    return missing
 
 
 @dataclass
@@ -96,6 +109,8 @@ class RawDataset:
         ending = self.file_ending
         if not self.images_dir.is_dir():
             raise DatasetError(f"images{self.side}/ folder not found", self.images_dir)
+        refuse_stray_files(self.images_dir, ending, "image")  # first: the root cause of any missing-file error
+        refuse_stray_files(self.labels_dir, ending, "label")
         pat = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
         channels: dict[str, dict[int, Path]] = {}
         for p in sorted(self.images_dir.iterdir()):
@@ -112,7 +127,7 @@ class RawDataset:
         n = self.num_channels
         for cid in sorted(channels):
             chans = channels[cid]
-            missing = [c for c in range(n) if c not in chans]
+            missing = missing_channels(chans, n, ending)
             if missing:
                 raise DatasetError(f"case {cid!r} is missing channel file(s) "
                                    + ", ".join(f"{cid}_{c:04d}{ending}" for c in missing), self.images_dir)
@@ -121,7 +136,7 @@ class RawDataset:
                 raise DatasetError(f"case {cid!r} has channel {extra[0]:04d} but dataset.json declares {n} channel(s)",
                                    chans[extra[0]])
             label = self.labels_dir / f"{cid}{ending}"
-            cases[cid] = Case(cid, [chans[c] for c in range(n)], label if label.is_file() else None, cid, 0.0, 0)
+            cases[cid] = Case(cid, [chans[c] for c in sorted(chans)], label if label.is_file() else None, cid, 0.0, 0)
         if self.labels_dir.is_dir():
             for p in sorted(self.labels_dir.iterdir()):
                 if p.name.endswith(ending) and not p.name.startswith("."):
@@ -130,7 +145,21 @@ class RawDataset:
                         raise DatasetError(f"label file has no image (expected images{self.side}/{cid}_0000{ending})", p)
         if not cases:
             raise DatasetError(f"no images matching CASE_CCCC{ending} found", self.images_dir)
+        if self.side == "Tr":
+            check_case_id_collisions(cases, lambda c: cases[c].images[0])
+            self._refuse_test_cases(pat, cases)
         return cases
+
+    def _refuse_test_cases(self, pattern: re.Pattern, cases: dict[str, Case]) -> None:
+        """A case in both imagesTr/ and imagesTs/ would be trained on and then tested on."""
+        test_dir = self.folder / "imagesTs"
+        if not test_dir.is_dir():
+            return
+        for p in sorted(test_dir.iterdir()):
+            m = pattern.match(p.name)
+            if m and m.group(1) in cases:
+                raise DatasetError(f"case {m.group(1)!r} is in both imagesTr/ and imagesTs/: a test case must not be "
+                                   f"trained on; remove it from one of them", p)
 
     # -- longitudinal ---------------------------------------------------------------------------------
     def _load_subjects(self) -> dict[str, list[str]]:
@@ -150,6 +179,8 @@ class RawDataset:
                 validate_case_id(cid, path)
                 if cid not in self.cases:
                     raise DatasetError(f"subject {subj!r} lists case {cid!r}, which has no images in images{self.side}/", path)
+                if cid in seen and seen[cid] == subj:
+                    raise DatasetError(f"case {cid!r} is listed twice under subject {subj!r}", path)
                 if cid in seen:
                     raise DatasetError(f"case {cid!r} is listed under two subjects ({seen[cid]!r} and {subj!r})", path)
                 seen[cid] = subj
@@ -173,9 +204,14 @@ class RawDataset:
             return
         try:
             with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                header = [h.strip() for h in reader.fieldnames or []]
         except (OSError, csv.Error, UnicodeDecodeError) as e:
             raise DatasetError(f"cannot read CSV ({e})", path) from None
+        doubled = sorted({h for h in header if header.count(h) > 1})
+        if doubled:  # DictReader would keep only the last of the two columns
+            raise DatasetError(f"column {doubled[0]!r} appears twice in the header", path)
         if not rows or "case" not in rows[0] or "days" not in rows[0]:
             raise DatasetError("must have a header with at least the columns 'case' and 'days'", path)
         seen = set()
@@ -221,6 +257,18 @@ class RawDataset:
     @property
     def unlabelled_cases(self) -> list[str]:
         return [c for c, v in self.cases.items() if v.label is None]
+
+    @property
+    def has_subject_table(self) -> bool:
+        return (self.folder / f"patients{self.side}.json").is_file()
+
+    def unlabelled_warnings(self) -> list[tuple[Path, str]]:
+        """(image file, message) for each unlabelled case of an nnU-Net-style dataset (labels, no patientsTr.json):
+        there a missing label file is more likely forgotten than meant as an unlabelled visit."""
+        if self.side != "Tr" or self.has_subject_table or not self.labelled_cases:
+            return []
+        return [(self.cases[c].images[0], f"case {c!r} has no label file (labels{self.side}/{c}{self.file_ending}): "
+                                          "treated as an unlabelled visit") for c in self.unlabelled_cases]
 
     @property
     def is_longitudinal(self) -> bool:

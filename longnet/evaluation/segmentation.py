@@ -1,20 +1,19 @@
 """Segmentation metrics and `summary.json` in nnU-Net's schema (plus median, HD95 and volumes).
 
 Dice/IoU follow nnU-Net: per label (or region), voxels under the ignore label excluded, and a label absent
-from both prediction and reference gives NaN, which the means skip.
+from both prediction and reference gives NaN, which the per-label means skip (`foreground_mean`, a plain
+mean over the labels' means, does not).
 """
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from longnet.errors import LongnetError
+from longnet.utils.parallel import map_processes
 
 LabelOrRegion = int | tuple[int, ...]
 
@@ -102,16 +101,27 @@ def compute_metrics(pred: np.ndarray, ref: np.ndarray, labels_or_regions: Iterab
     return out
 
 
-def _evaluate_pair(args) -> dict:
-    from longnet.dataset.io import geometry_mismatch, read_seg_file
+def _read_label_map(path: str, reader_writer: str | None) -> tuple[np.ndarray, dict]:
+    if reader_writer is None:
+        from longnet.dataset.io import read_seg_file
 
-    ref_file, pred_file, labels_or_regions, ignore_label, compute_hd95 = args
-    ref, ref_props = read_seg_file(ref_file)
-    pred, pred_props = read_seg_file(pred_file)
+        return read_seg_file(path, None)
+    from longnet.dataset.reader_choice import reader_writer_by_name
+
+    return reader_writer_by_name(reader_writer).read_seg(path)
+
+
+def _evaluate_pair(args) -> dict:
+    from longnet.dataset.readers import props_mismatch
+
+    ref_file, pred_file, labels_or_regions, ignore_label, compute_hd95, extras, reader_writer = args
+    ref, ref_props = _read_label_map(ref_file, reader_writer)
+    pred, pred_props = _read_label_map(pred_file, reader_writer)
     if ref.shape != pred.shape:
-        problem = geometry_mismatch(ref.shape, ref_props["sitk_stuff"], pred.shape, pred_props["sitk_stuff"])
+        problem = props_mismatch(ref.shape, ref_props, pred.shape, pred_props)
         raise LongnetError(f"prediction does not match the reference grid ({problem})", pred_file)
-    metrics = compute_metrics(pred[0], ref[0], labels_or_regions, ignore_label, ref_props["spacing"], compute_hd95)
+    spacing = ref_props["spacing"] if extras else None  # spacing adds volumes, beyond nnU-Net's schema
+    metrics = compute_metrics(pred[0], ref[0], labels_or_regions, ignore_label, spacing, compute_hd95 and extras)
     return {"prediction_file": str(pred_file), "reference_file": str(ref_file), "metrics": metrics}
 
 
@@ -122,8 +132,9 @@ def _nan_stat(values: list[float], fn) -> float:
     return float(fn(arr))
 
 
-def aggregate(metric_per_case: list[dict]) -> dict:
-    """`mean` and `median` per label over cases (NaN skipped) and `foreground_mean` over labels."""
+def aggregate(metric_per_case: list[dict], with_median: bool = True) -> dict:
+    """`mean` (and `median`) per label over cases, NaN skipped, and `foreground_mean`: nnU-Net's plain mean
+    over the labels' means, so a label whose mean is NaN makes it NaN."""
     keys: list[str] = []
     for c in metric_per_case:
         keys += [k for k in c["metrics"] if k not in keys]
@@ -136,15 +147,22 @@ def aggregate(metric_per_case: list[dict]) -> dict:
         mean[k] = {n: _nan_stat(v, np.nanmean) for n, v in vals.items()}
         median[k] = {n: _nan_stat(v, np.nanmedian) for n, v in vals.items()}
     names = list(next(iter(mean.values())).keys()) if mean else []
-    foreground_mean = {n: _nan_stat([mean[k][n] for k in mean], np.nanmean) for n in names}
-    return {"foreground_mean": foreground_mean, "mean": mean, "median": median}
+    foreground_mean = {n: float(np.mean([mean[k].get(n, float("nan")) for k in mean])) for n in names}
+    out = {"foreground_mean": foreground_mean, "mean": mean}
+    if with_median:
+        out["median"] = median
+    return out
 
 
 def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, labels_or_regions: Sequence[LabelOrRegion],
                      file_ending: str = ".nii.gz", ignore_label: int | None = None, num_processes: int = 1,
-                     compute_hd95: bool = True, allow_missing: bool = False) -> dict:
+                     compute_hd95: bool = True, allow_missing: bool = False, nnunet_schema: bool = False,
+                     reader_writer: str | None = None) -> dict:
     """Evaluate every reference in `gt_dir` against the same-named file in `pred_dir` (nnU-Net's rule: a
-    missing prediction is an error unless `allow_missing`)."""
+    missing prediction is an error unless `allow_missing`).
+
+    `nnunet_schema` gives exactly nnU-Net's summary (the eight counts and ratios, no HD95, volumes or median);
+    `reader_writer` names the reader class (nnU-Net's names) instead of reading any image through SimpleITK."""
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for d in (gt_dir, pred_dir):
         if not d.is_dir():
@@ -159,15 +177,11 @@ def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, labels_or_regions
     pairs = [(r, pred_dir / r.name) for r in refs if (pred_dir / r.name).is_file()]
     if not pairs:
         raise LongnetError("no prediction matches a reference file", pred_dir)
-    jobs = [(str(r), str(p), list(labels_or_regions), ignore_label, compute_hd95) for r, p in pairs]
-    n = max(1, min(int(num_processes), len(jobs), os.cpu_count() or 1))
-    if n == 1:
-        per_case = [_evaluate_pair(j) for j in jobs]
-    else:  # spawn: the parent may hold torch/OpenMP threads that a fork would inherit in a broken state
-        with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-            per_case = list(pool.map(_evaluate_pair, jobs))
+    jobs = [(str(r), str(p), list(labels_or_regions), ignore_label, compute_hd95, not nnunet_schema, reader_writer)
+            for r, p in pairs]
+    per_case = map_processes(_evaluate_pair, jobs, num_processes)
     summary = {"metric_per_case": per_case}
-    summary.update(aggregate(per_case))
+    summary.update(aggregate(per_case, with_median=not nnunet_schema))
     return summary
 
 

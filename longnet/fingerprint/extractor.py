@@ -14,8 +14,10 @@ from multiprocessing import get_context
 import numpy as np
 from tqdm import tqdm
 
-from longnet.dataset.io import geometry_mismatch, read_image_files, read_seg_file
 from longnet.dataset.nifti_raw import is_nifti, nonfinite_counts
+from longnet.dataset.reader_choice import (check_channel_count, raw_dataset_dimension, reader_writer_by_name,
+                                           reader_writer_for_dataset)
+from longnet.dataset.readers import ImageReaderWriter, props_mismatch
 from longnet.errors import DatasetError
 from longnet.dataset.raw import RawDataset
 from longnet.preprocessing.cropping import crop_to_nonzero
@@ -24,9 +26,24 @@ FOREGROUND_SAMPLE_BUDGET = 10e7
 PERCENTILES = (0.5, 50.0, 99.5)
 
 
-def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3, valid_labels=None):
-    data, props = read_image_files(image_files, dim)
-    seg = load_checked_seg(label_file, data, props, dim, valid_labels) if label_file is not None else None
+def as_reader_writer(reader: str | ImageReaderWriter) -> ImageReaderWriter:
+    """Jobs for worker processes carry the class name; resolve it (instances pass through)."""
+    return reader if isinstance(reader, ImageReaderWriter) else reader_writer_by_name(reader)
+
+
+def read_checked_images(image_files, dim: int | None, reader: str | ImageReaderWriter = "SimpleITKIO",
+                        num_channels: int | None = None) -> tuple[np.ndarray, dict]:
+    """Read a case's channel files with the dataset's reader and check the channel count against dataset.json."""
+    data, props = as_reader_writer(reader).read_images(image_files, dim)
+    if num_channels is not None:
+        check_channel_count(data.shape[0], image_files, num_channels)
+    return data, props
+
+
+def analyze_case(image_files, label_file, samples_per_case: int, dim: int = 3, valid_labels=None,
+                 reader: str | ImageReaderWriter = "SimpleITKIO", num_channels: int | None = None):
+    data, props = read_checked_images(image_files, dim, reader, num_channels)
+    seg = load_checked_seg(label_file, data, props, dim, valid_labels, reader) if label_file is not None else None
     check_finite(data, image_files, raw_bytes=True)  # the fingerprint reads every case first: refuse NaN here
     shape_before = data.shape[1:]
     data, seg_c, _ = crop_to_nonzero(data, seg)
@@ -62,17 +79,20 @@ def check_finite(data: np.ndarray, image_files, raw_bytes: bool = False) -> None
 
     `raw_bytes` also checks NIfTI files byte-wise, since the decoded array no longer shows them."""
     for c in range(data.shape[0]):
-        bad = _nonfinite_text(data[c], image_files[c], raw_bytes)
+        # one file per channel, except multi-channel (RGB) files: their integer voxels are always finite
+        path = image_files[c] if len(image_files) == data.shape[0] else image_files[0]
+        bad = _nonfinite_text(data[c], path, raw_bytes)
         if bad:
-            raise DatasetError(f"image contains {bad} voxel(s)", image_files[c])
+            raise DatasetError(f"image contains {bad} voxel(s)", path)
 
 
-def load_checked_seg(label_file, data: np.ndarray, props: dict, dim: int, valid_labels) -> np.ndarray:
-    seg, seg_props = read_seg_file(label_file, dim)
+def load_checked_seg(label_file, data: np.ndarray, props: dict, dim: int | None, valid_labels,
+                     reader: str | ImageReaderWriter = "SimpleITKIO") -> np.ndarray:
+    seg, seg_props = as_reader_writer(reader).read_seg(label_file, dim)
     bad = _nonfinite_text(seg[:0], label_file, True)  # NaN reads as 0 (background): would pass as a label
     if bad:
         raise DatasetError(f"label map contains {bad} voxel(s)", label_file)
-    problem = geometry_mismatch(data.shape[1:], props["sitk_stuff"], seg.shape[1:], seg_props["sitk_stuff"])
+    problem = props_mismatch(data.shape[1:], props, seg.shape[1:], seg_props)
     if problem:
         raise DatasetError(f"label geometry differs from its image: {problem}", label_file)
     if valid_labels is not None:
@@ -109,10 +129,6 @@ def weighted_statistics(values: np.ndarray, counts: np.ndarray) -> dict:
     return {k: out[k] for k in ("max", "mean", "median", "min", "percentile_00_5", "percentile_99_5", "std")}
 
 
-def image_dim(dataset_json: dict) -> int:
-    return 2 if str(dataset_json.get("tensorImageSize", "3D")).upper() == "2D" else 3
-
-
 def _visit_statistics(raw: RawDataset) -> dict:
     visits = [len(v) for v in raw.subjects.values()]
     gaps = []
@@ -140,12 +156,13 @@ def _visit_statistics(raw: RawDataset) -> dict:
 
 def extract_fingerprint(raw: RawDataset, num_processes: int = 2, verbose: bool = True) -> dict:
     """Compute the fingerprint of a raw dataset (all cases contribute shapes/spacings; labelled ones intensities)."""
-    dim = image_dim(raw.dataset_json)
+    rw = reader_writer_for_dataset(raw)
+    dim = raw_dataset_dimension(raw, rw)  # from the images: a 2D file makes a 2D dataset
     ids = list(raw.cases)
     n_labelled = max(1, len(raw.labelled_cases))
     samples = int(FOREGROUND_SAMPLE_BUDGET // n_labelled)
     valid = sorted(raw.label_manager.valid_values)
-    jobs = [(raw.cases[c].images, raw.cases[c].label, samples, dim, valid) for c in ids]
+    jobs = [(raw.cases[c].images, raw.cases[c].label, samples, dim, valid, rw.name, raw.num_channels) for c in ids]
     results = parallel_map(analyze_case, jobs, num_processes, "fingerprint", verbose)
     num_channels = raw.num_channels
     stats = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longnet.dataset.io import write_seg
+from longnet.dataset.reader_choice import reader_writer_for_plans
 from longnet.dataset.labels import LabelManager
 from longnet.planning.plans import ConfigurationPlan, Plans
 from longnet.utils.files import atomic_path, save_json
@@ -145,7 +145,7 @@ def export_prediction(logits, props: dict, plans: Plans, configuration: Configur
         seg, probs = convert_logits(logits, props, plans, configuration, label_manager, save_probabilities)
     if probs is not None:
         name = output_file.name
-        for ending in (".nii.gz", ".nii", ".mha", ".nrrd"):
+        for ending in (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".bmp", ".tif", ".tiff"):
             if name.endswith(ending):
                 name = name[: -len(ending)]
                 break
@@ -153,8 +153,21 @@ def export_prediction(logits, props: dict, plans: Plans, configuration: Configur
         with atomic_path(npz, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, probabilities=probs)
-        save_json({k: v for k, v in props.items() if k != "class_locations"}, output_file.with_name(name + ".json"))
-    if len(props["sitk_stuff"]["spacing"]) == 2:  # 2D input: drop the singleton z axis added when reading
-        seg = seg[0]
-    write_seg(seg, output_file, props)
+        plain = {k: v for k, v in props.items() if k != "class_locations"}
+        save_json(plain, output_file.with_name(name + ".json"))
+        save_properties_pickle(plain, output_file.with_name(name + ".pkl"))
+    reader_writer_for_plans(plans).write_seg(seg, output_file, props)  # the format the plans' reader read
     return output_file
+
+
+def save_properties_pickle(props: dict, dest: str | Path) -> None:
+    """`{case}.pkl` next to the probabilities, for nnU-Net's own tools (nnUNetv2_ensemble and
+    find_best_configuration read it). Written from plain JSON-compatible data only; longnet never reads it back
+    (it reads the `.json` twin), so no pickle is ever loaded."""
+    import json
+    import pickle
+
+    plain = json.loads(json.dumps(props))  # exactly the JSON-representable content: no objects can slip in
+    with atomic_path(dest, suffix=".pkl") as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(plain, f, protocol=4)

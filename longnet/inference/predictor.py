@@ -16,14 +16,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from longnet.dataset.labels import LabelManager
-from longnet.dataset.raw import validate_case_id
+from longnet.dataset.raw import missing_channels, validate_case_id
 from longnet.errors import LongnetError
 from longnet.inference.export import export_prediction, segmentation_on_device
 from longnet.inference.sliding_window import predict_sliding_window
-from longnet.planning.network import build_network_from_architecture
+from longnet.planning.network import (architecture_with_overrides, build_network_from_architecture,
+                                     checkpoint_arch_overrides)
 from longnet.planning.plans import Plans
+from longnet.data.cascade import append_previous_stage, cascade_labels
 from longnet.utils.files import load_json, remove_stale_temp_files
 
 _WEIGHT_KEYS = ("network_weights", "network_state_dict", "state_dict", "network", "model")
@@ -94,26 +97,13 @@ def list_input_cases(folder: str | Path, file_ending: str, num_channels: int) ->
         raise LongnetError(f"no images named CASE_0000{file_ending} in the input folder", folder)
     cases = []
     for cid, chans in sorted(found.items()):
-        missing = [c for c in range(num_channels) if c not in chans]
+        missing = missing_channels(chans, num_channels, file_ending)  # one RGB file holds 3 channels
         if missing:
             names = ", ".join(f"{cid}_{c:04d}{file_ending}" for c in missing)
             raise LongnetError(f"case {cid!r} lacks channel(s) {missing}: missing file(s) {names} (the model "
                                f"expects {num_channels} channel file(s) per case)", folder)
-        cases.append((cid, [chans[c] for c in range(num_channels)]))
+        cases.append((cid, [chans[c] for c in sorted(chans) if c < num_channels]))
     return cases
-
-
-def _image_dimension(path: str | Path) -> int:
-    """2 for 2D inputs (PNG-like or 2D NIfTI; they get a singleton z axis), else 3."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return 3  # unreadable: read_image_files reports it with the file name
-    return 2 if reader.GetDimension() == 2 else 3
 
 
 class Predictor:
@@ -125,7 +115,7 @@ class Predictor:
                  use_gaussian: bool = True, tile_batch_size: int | None = None,
                  accumulate_dtype: torch.dtype = torch.float16, trainer_name: str | None = None,
                  model_folder: str | Path | None = None, verbose: bool = False,
-                 segment_on_device: bool | None = None):
+                 segment_on_device: bool | None = None, keep_sums_on_host: bool = False):
         self.device = _device(device)
         self.network = network.to(self.device)  # eval() only while predicting: a trainer keeps its mode
         self.plans = plans
@@ -146,6 +136,10 @@ class Predictor:
         self.verbose = verbose
         # resampling + argmax where the logits are (default on CUDA): the export worker gets a small label map
         self.segment_on_device = self.device.type == "cuda" if segment_on_device is None else segment_on_device
+        # nnU-Net's --not_on_device: tile sums in host memory (and the export from there)
+        self.keep_sums_on_host = keep_sums_on_host
+        if keep_sums_on_host:
+            self.segment_on_device = False
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -180,23 +174,23 @@ class Predictor:
             raise LongnetError(f"cannot tell the configuration of this model folder ({configuration!r} is not in "
                                "plans.json; expected a folder named TRAINER__PLANS__CONFIG)", folder)
         conf = plans.configuration(configuration)
-        if conf.previous_stage:
-            raise LongnetError(f"cascade configuration {configuration!r} (needs predictions of "
-                               f"{conf.previous_stage!r}) is not supported by longnet_predict yet", folder)
         lm = LabelManager.from_dataset_json(dataset_json, str(folder / "dataset.json"))
         channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
+        n_inputs = len(channels) + len(cascade_labels(conf, lm))  # a cascade also sees the previous stage
+        trainer_name = first.get("trainer_name") or folder.name.split("__")[0]
+        overrides = checkpoint_arch_overrides(first, trainer_name, conf.architecture)  # e.g. nnUNetTrainerBN
         try:
-            network = build_network_from_architecture(conf.architecture, len(channels), lm.num_segmentation_heads,
+            network = build_network_from_architecture(architecture_with_overrides(conf.architecture, overrides),
+                                                      n_inputs, lm.num_segmentation_heads,
                                                       deep_supervision=False)
-        except LongnetError as e:  # e.g. a class outside the allow-list: name the plans file it came from
-            raise LongnetError(e.message, e.path or folder / "plans.json") from None
+        except LongnetError as e:  # e.g. a class outside the allow-list: name the file it came from
+            raise LongnetError(e.message, e.path or (first_path if overrides else folder / "plans.json")) from None
         params = []
         for path, ck in checkpoints:
             weights = network_weights_from_checkpoint(ck, path)
             load_weights_into(network, weights, path)  # validates every fold's weights up front
             params.append(weights)
         mirror_axes = first.get("inference_allowed_mirroring_axes", tuple(range(len(conf.patch_size))))
-        trainer_name = first.get("trainer_name") or folder.name.split("__")[0]
         return cls(network, plans, configuration, dataset_json, params, mirror_axes, device,
                    trainer_name=trainer_name, model_folder=folder, **kwargs)
 
@@ -241,7 +235,7 @@ class Predictor:
                 if params is not None:
                     self.network.load_state_dict(params)
                 try:
-                    out = self._sliding_window(x, self.device)
+                    out = self._sliding_window(x, torch.device("cpu") if self.keep_sums_on_host else self.device)
                 except torch.cuda.OutOfMemoryError:  # large case: keep the sums in host memory instead
                     torch.cuda.empty_cache()
                     out = self._sliding_window(x, torch.device("cpu"))
@@ -253,18 +247,54 @@ class Predictor:
             total /= len(sets)
         return total
 
-    def preprocess(self, files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
+    @property
+    def previous_stage(self) -> str | None:
+        """The configuration whose predictions a cascade needs (`-prev_stage_predictions`), else None."""
+        return self.configuration.previous_stage
+
+    def preprocess_case_files(self, case_id: str, files: Sequence[str | Path],
+                              previous_stage_folder: str | Path | None = None) -> tuple[np.ndarray, dict]:
+        """`preprocess`, plus for a cascade the previous stage's prediction `{case}{ending}` from
+        `previous_stage_folder`, preprocessed like a label map and appended as one-hot channels."""
+        if not self.previous_stage:
+            return self.preprocess(files)
+        if previous_stage_folder is None:
+            raise LongnetError(f"configuration {self.configuration_name} is a cascade stage: give the predictions of "
+                               f"{self.previous_stage} with -prev_stage_predictions DIR")
+        ending = self.dataset_json.get("file_ending", ".nii.gz")
+        seg_file = Path(previous_stage_folder) / f"{case_id}{ending}"
+        if not seg_file.is_file():
+            raise LongnetError(f"no {self.previous_stage} prediction for case {case_id!r} "
+                               f"(expected {seg_file.name})", previous_stage_folder)
+        return self.preprocess(files, seg_file)
+
+    def preprocess(self, files: Sequence[str | Path], previous_stage_file: str | Path | None = None
+                   ) -> tuple[np.ndarray, dict]:
         """Read and preprocess one case exactly as training data was preprocessed."""
-        from longnet.dataset.io import read_image_files
+        from longnet.dataset.reader_choice import check_channel_count, reader_writer_for_plans
         from longnet.preprocessing.preprocessor import preprocess_case
 
-        data, props = read_image_files(files, expected_dim=_image_dimension(files[0]))
-        data, _, props = preprocess_case(data, None, props, self.plans, self.configuration_name, self.dataset_json)
+        data, props = reader_writer_for_plans(self.plans).read_images(files)  # the class the plans name
+        n_channels = len(self.dataset_json.get("channel_names") or self.dataset_json.get("modality") or {})
+        if n_channels:
+            check_channel_count(data.shape[0], files, n_channels)
+        prev = None
+        if previous_stage_file is not None:  # like a ground truth: transposed, cropped (-1 outside), resampled
+            prev, _ = reader_writer_for_plans(self.plans).read_seg(previous_stage_file)
+            if tuple(prev.shape[1:]) != tuple(data.shape[1:]):
+                raise LongnetError(f"previous-stage prediction has shape {tuple(prev.shape[1:])[::-1]} but the image "
+                                   f"{tuple(data.shape[1:])[::-1]}", previous_stage_file)
+        data, prev, props = preprocess_case(data, prev, props, self.plans, self.configuration_name, self.dataset_json)
+        props.pop("class_locations", None)
+        if previous_stage_file is not None:
+            data = append_previous_stage(data, prev, cascade_labels(self.configuration, self.label_manager))
         return data, props
 
     def predict_files(self, cases: Sequence[tuple[str, Sequence[str | Path]]], out_dir: str | Path,
                       save_probabilities: bool = False, continue_prediction: bool = False,
-                      num_export_workers: int = 2, file_ending: str | None = None) -> list[Path]:
+                      num_export_workers: int = 2, file_ending: str | None = None,
+                      previous_stage_folder: str | Path | None = None, num_preprocessing_workers: int = 1,
+                      progress_bar: bool = False) -> list[Path]:
         """Predict `[(case_id, [channel files])]` into `out_dir/{case}{ending}`; returns the files written.
 
         With `continue_prediction`, cases whose output exists are skipped (outputs are written atomically, so
@@ -287,14 +317,19 @@ class Predictor:
         written: list[Path] = []
         pending: deque[Future] = deque()
         max_pending = max(1, num_export_workers) * 2
-        with ThreadPoolExecutor(1, thread_name_prefix="longnet-pre") as pre_pool, \
+        lookahead = max(2, num_preprocessing_workers)
+        bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress_bar or not sys.stderr.isatty())
+        with ThreadPoolExecutor(max(1, num_preprocessing_workers), thread_name_prefix="longnet-pre") as pre_pool, \
                 ThreadPoolExecutor(max(1, num_export_workers), thread_name_prefix="longnet-export") as exp_pool:
-            ahead = deque(pre_pool.submit(self.preprocess, files) for _, files, _ in todo[:2])
+            def prepare(item):
+                return self.preprocess_case_files(item[0], item[1], previous_stage_folder)
+
+            ahead = deque(pre_pool.submit(prepare, item) for item in todo[:lookahead])
             for i, (cid, _, dest) in enumerate(todo):
                 t0 = time.perf_counter()
                 data, props = ahead.popleft().result()
-                if i + 2 < len(todo):
-                    ahead.append(pre_pool.submit(self.preprocess, todo[i + 2][1]))
+                if i + lookahead < len(todo):
+                    ahead.append(pre_pool.submit(prepare, todo[i + lookahead]))
                 on_device = self.segment_on_device and not save_probabilities
                 logits = self.predict_preprocessed(data, keep_on_device=on_device)
                 seg = None
@@ -306,8 +341,10 @@ class Predictor:
                 pending.append(exp_pool.submit(export_prediction, logits, props, self.plans, self.configuration,
                                                self.label_manager, dest, save_probabilities, seg))
                 self._log(f"{cid}: predicted in {time.perf_counter() - t0:.1f} s ({i + 1}/{len(todo)})")
+                bar.update(1)
             while pending:
                 written.append(pending.popleft().result())
+        bar.close()
         return written
 
     def _write_model_info(self, out_dir: Path) -> None:

@@ -40,3 +40,32 @@ def build_network_from_architecture(architecture: dict, num_input_channels: int,
     net_cls = resolve_class(architecture["network_class_name"])
     return net_cls(input_channels=num_input_channels, num_classes=num_output_channels,
                    deep_supervision=deep_supervision, **kwargs)
+
+
+def architecture_with_overrides(architecture: dict, overrides: dict | None) -> dict:
+    """The plans' architecture with a trainer's `arch_kwargs` changes applied (a copy; class names in them go
+    through the same allow-list as the plans' own)."""
+    if not overrides:
+        return architecture
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise LongnetError(f"invalid network overrides {overrides!r} (expected a dict of arch_kwargs)")
+    arch = dict(architecture)
+    arch["arch_kwargs"] = {**architecture["arch_kwargs"], **overrides}
+    return arch
+
+
+def checkpoint_arch_overrides(checkpoint: dict, trainer_name: str | None, architecture: dict) -> dict:
+    """The `arch_kwargs` changes a model was trained with: from the checkpoint (longnet), else from the registered
+    trainer of that name (a model folder trained by nnU-Net, e.g. nnUNetTrainerBN), else none."""
+    if "arch_kwargs_overrides" in checkpoint:
+        return checkpoint["arch_kwargs_overrides"] or {}
+    if not trainer_name:
+        return {}
+    from longnet.registry import get_trainer
+
+    try:
+        trainer_cls = get_trainer(trainer_name)
+    except LongnetError:  # a name this installation does not know: the plans' network as it is
+        return {}
+    hook = getattr(trainer_cls, "arch_kwargs_overrides", None)
+    return hook(architecture) if hook is not None else {}

@@ -35,6 +35,9 @@ class PlannerBase:
     lowres_creation_threshold = 0.25
     #: nnU-Net's default planner checks the VRAM proxy at batch 2 against a reference that may be for another batch
     compare_at_batch_two = True
+    #: written to the plans as `image_reader_writer`; the caller sets it from the raw dataset's files
+    #: (longnet.dataset.reader_choice.reader_writer_for_dataset)
+    image_reader_writer = "SimpleITKIO"
 
     def __init__(self, dataset_json: dict, fingerprint: dict, dataset_name: str, gpu_memory_target: float | None = None,
                  plans_name: str | None = None, preprocessor_name: str = "DefaultPreprocessor",
@@ -214,7 +217,7 @@ class PlannerBase:
             "plans_name": self.plans_name,
             "original_median_spacing_after_transp": [float(s) for s in median_spacing],
             "original_median_shape_after_transp": [int(round(s)) for s in median_shape],
-            "image_reader_writer": "SimpleITKIO",
+            "image_reader_writer": self.image_reader_writer,
             "transpose_forward": [int(i) for i in fwd],
             "transpose_backward": [int(i) for i in bwd],
             "configurations": configs,

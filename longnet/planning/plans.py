@@ -1,6 +1,7 @@
 """Plans files in nnU-Net's schema, with configuration inheritance (`inherits_from`) resolved."""
 from __future__ import annotations
 
+import math
 from copy import deepcopy
 from pathlib import Path
 
@@ -44,7 +45,11 @@ class Plans:
         return list(self.plans["configurations"].keys())
 
     def configuration(self, name: str) -> "ConfigurationPlan":
-        return ConfigurationPlan(self._resolve(name, set()), name)
+        """The resolved configuration `name`; a hand-edited patch_size, batch_size or spacing that training or
+        inference could not use raises DatasetError naming this plans file and the key."""
+        conf = self._resolve(name, set())
+        check_configuration(conf, name, self.source)
+        return ConfigurationPlan(conf, name)
 
     def _resolve(self, name: str, seen: set) -> dict:
         confs = self.plans["configurations"]
@@ -59,6 +64,48 @@ class Plans:
         base = self._resolve(parent, seen | {name})
         base.update(conf)
         return base
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_configuration(conf: dict, name: str, source: str) -> None:
+    """Refuse values that would fail deep inside training or inference (or silently misbehave): a patch size of
+    the wrong length, zero, negative, fractional or not divisible by the network's downsampling; a batch size
+    below 1; a spacing that is not positive. Only keys present are checked (partial plans are used in tests)."""
+    where = f"configuration {name!r}:"
+    patch = conf.get("patch_size")
+    if "patch_size" in conf and not (isinstance(patch, (list, tuple)) and len(patch) in (2, 3)
+                                     and all(_is_int(p) and p >= 1 for p in patch)):
+        raise DatasetError(f"{where} 'patch_size' must be a list of 2 or 3 positive integers, got {patch!r}", source)
+    if "batch_size" in conf and not (_is_int(conf["batch_size"]) and conf["batch_size"] >= 1):
+        raise DatasetError(f"{where} 'batch_size' must be an integer >= 1, got {conf['batch_size']!r}", source)
+    spacing = conf.get("spacing")
+    if "spacing" in conf and not (isinstance(spacing, (list, tuple)) and len(spacing) in (2, 3)
+                                  and all(_is_number(x) and x > 0 for x in spacing)):
+        raise DatasetError(f"{where} 'spacing' must be a list of 2 or 3 positive numbers, got {spacing!r}", source)
+    if patch is None:
+        return
+    if spacing is not None and len(spacing) != len(patch):
+        raise DatasetError(f"{where} 'patch_size' {list(patch)} and 'spacing' {list(spacing)} have different "
+                           "lengths (both have one entry per image axis)", source)
+    arch = (conf.get("architecture") or {}).get("arch_kwargs") or {}
+    for key in ("strides", "kernel_sizes"):
+        for i, entry in enumerate(arch.get(key) or []):
+            if isinstance(entry, (list, tuple)) and len(entry) != len(patch):
+                raise DatasetError(f"{where} 'patch_size' {list(patch)} has {len(patch)} axes but architecture "
+                                   f"{key}[{i}] has {len(entry)}", source)
+    strides = [e for e in arch.get("strides") or [] if isinstance(e, (list, tuple)) and all(_is_int(x) for x in e)]
+    for axis, p in enumerate(patch):
+        factor = math.prod(e[axis] for e in strides) if strides else 1
+        if factor > 0 and p % factor:
+            raise DatasetError(f"{where} 'patch_size' {list(patch)}: {p} (axis {axis}) is not divisible by {factor}, "
+                               "the network's total downsampling along that axis", source)
 
 
 class ConfigurationPlan:

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from longnet.dataset.io import read_image_files
+from longnet.dataset.case_names import PLAN_FINGERPRINT_FILE, case_file_name
 from longnet.dataset.raw import RawDataset
-from longnet.fingerprint.extractor import check_finite, image_dim, load_checked_seg, parallel_map
+from longnet.fingerprint.extractor import check_finite, load_checked_seg, parallel_map, read_checked_images
 from longnet.errors import LongnetError
 from longnet.planning.plans import Plans
 from longnet.preprocessing.alignment import align_visit, alignment_mode, save_transform
 from longnet.preprocessing.cropping import union_bbox
 from longnet.preprocessing.preprocessor import preprocess_case
-from longnet.preprocessing.storage import case_is_complete, case_paths, save_case
+from longnet.preprocessing.storage import case_is_complete, case_paths, list_cases, save_case
 from longnet.utils.files import load_json, remove_stale_temp_files, save_json
 
 
@@ -43,10 +43,7 @@ def _config_hash(plans: Plans, configuration: str, dataset_json: dict) -> str:
 def preprocess_one(case_id: str, image_files, label_file, plans_dict: dict, configuration: str, dataset_json: dict,
                    out_folder: str, extra_props: dict, valid_labels) -> str:
     plans = Plans(plans_dict)
-    dim = image_dim(dataset_json)
-    data, props = read_image_files(image_files, dim)
-    check_finite(data, image_files)
-    seg = load_checked_seg(label_file, data, props, dim, valid_labels) if label_file is not None else None
+    data, seg, props = _read_case(image_files, label_file, plans_dict, dataset_json, valid_labels)
     data, seg, props = preprocess_case(data, seg, props, plans, configuration, dataset_json)
     props.update(extra_props)
     conf = plans.configuration(configuration)
@@ -55,14 +52,16 @@ def preprocess_one(case_id: str, image_files, label_file, plans_dict: dict, conf
 
 
 def transform_path(folder: str | Path, case_id: str) -> Path:
-    return Path(folder) / f"{case_id}_to_reference.tfm"
+    return Path(folder) / case_file_name(case_id, "transform")
 
 
-def _read_case(image_files, label_file, dataset_json: dict, valid_labels):
-    dim = image_dim(dataset_json)
-    data, props = read_image_files(image_files, dim)
+def _read_case(image_files, label_file, plans_dict: dict, dataset_json: dict, valid_labels):
+    """Read with the reader the plans name (nnU-Net's rule); each case keeps its own dimensionality here, mixed
+    datasets having been refused by the fingerprint already."""
+    reader = plans_dict.get("image_reader_writer") or "SimpleITKIO"
+    data, props = read_checked_images(image_files, None, reader, len(dataset_json["channel_names"]))
     check_finite(data, image_files)
-    seg = load_checked_seg(label_file, data, props, dim, valid_labels) if label_file is not None else None
+    seg = load_checked_seg(label_file, data, props, None, valid_labels, reader) if label_file is not None else None
     return data, seg, props
 
 
@@ -71,10 +70,10 @@ def preprocess_subject(cases: list[tuple], plans_dict: dict, configuration: str,
     """Align every visit of one subject to its first visit, crop all with one box, preprocess and save.
 
     `cases` = [(case_id, image_files, label_file, extra_props), ...] in time order; the first is the reference."""
-    if image_dim(dataset_json) != 3:
-        raise LongnetError("intra-subject alignment needs 3D images (--align none for 2D datasets)")
     plans = Plans(plans_dict)
-    loaded = [_read_case(images, label, dataset_json, valid_labels) for _, images, label, _ in cases]
+    loaded = [_read_case(images, label, plans_dict, dataset_json, valid_labels) for _, images, label, _ in cases]
+    if any(len(props.get("sitk_stuff", {}).get("spacing", ())) != 3 for _, _, props in loaded):
+        raise LongnetError("intra-subject alignment needs 3D images (--align none for 2D datasets)", cases[0][1][0])
     ref_id = cases[0][0]
     ref_data, _, ref_props = loaded[0]
     ref_geometry = {**ref_props["sitk_stuff"], "size": list(ref_data.shape[1:][::-1])}
@@ -109,13 +108,51 @@ def _subject_complete(folder: Path, cases: list[str]) -> bool:
     return all(case_is_complete(folder, c) and transform_path(folder, c).is_file() for c in cases)
 
 
+def _extra_props(raw: RawDataset, case_id: str, aligned: bool = False) -> dict:
+    """The longitudinal properties stored with a case (from patientsTr.json / visitsTr.csv); aligned cases also
+    record their subject's visits, which decided the registration reference and the common crop box."""
+    case = raw.cases[case_id]
+    extra = {"subject": case.subject, "days": case.days, "visit_index": case.visit_index}
+    if aligned:
+        extra["subject_visits"] = list(raw.subjects[case.subject])
+    return extra
+
+
+def _refresh_extra_props(folder: Path, case_id: str, extra: dict) -> None:
+    """A finished case whose subject or days changed since: rewrite its properties only (the arrays do not
+    depend on them), so per-case properties never contradict subjects.json / visits.json."""
+    path = case_paths(folder, case_id)["props"]
+    props = load_json(path)
+    if any(props.get(k) != v for k, v in extra.items()):
+        save_json({**props, **extra}, path, indent=None)
+
+
+def _alignment_current(folder: Path, cases: list[str]) -> bool:
+    """Whether a finished subject was aligned with today's visit list (reference = first visit). Folders from
+    before `subject_visits` was recorded are judged by the reference alone."""
+    for cid in cases:
+        props = load_json(case_paths(folder, cid)["props"])
+        if (props.get("alignment") or {}).get("reference_case") != cases[0] \
+                or props.get("subject_visits", cases) != cases:
+            return False
+    return True
+
+
+def _remove_gone_cases(folder: Path, raw: RawDataset) -> None:
+    """Cases no longer in the raw dataset would still be trained on: remove their files."""
+    for cid in list_cases(folder):
+        if cid not in raw.cases:
+            for path in [*case_paths(folder, cid).values(), transform_path(folder, cid)]:
+                path.unlink(missing_ok=True)
+
+
 def preprocess_dataset(raw: RawDataset, plans: Plans, configuration: str, out_folder: str | Path,
                        num_processes: int = 2, verbose: bool = True) -> list[str]:
     """Write every case of `raw` into `out_folder`; cases already complete for this plan are skipped."""
     out_folder = Path(out_folder)
     out_folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_folder)
-    marker = out_folder / "plan_fingerprint.json"
+    marker = out_folder / PLAN_FINGERPRINT_FILE
     h = _config_hash(plans, configuration, raw.dataset_json)
     if marker.is_file() and load_json(marker).get("hash") != h:
         for p in out_folder.iterdir():
@@ -128,13 +165,17 @@ def preprocess_dataset(raw: RawDataset, plans: Plans, configuration: str, out_fo
     mode = alignment_mode(plans.plans)
     if mode != "none":
         return _preprocess_aligned(raw, plans, configuration, out_folder, num_processes, verbose, mode, valid)
+    _remove_gone_cases(out_folder, raw)
     todo = [c for c in raw.cases if not case_is_complete(out_folder, c)]
+    for cid in raw.cases:
+        if cid not in todo:
+            _refresh_extra_props(out_folder, cid, _extra_props(raw, cid))
     jobs = []
     for cid in todo:
         case = raw.cases[cid]
         for path in case_paths(out_folder, cid).values():  # a crash may have left data without properties
             path.unlink(missing_ok=True)
-        extra = {"subject": case.subject, "days": case.days, "visit_index": case.visit_index}
+        extra = _extra_props(raw, cid)
         jobs.append((cid, case.images, case.label, plans.plans, configuration, raw.dataset_json, str(out_folder),
                      extra, valid))
     parallel_map(preprocess_one, jobs, num_processes, f"preprocess {configuration}", verbose)
@@ -144,16 +185,18 @@ def preprocess_dataset(raw: RawDataset, plans: Plans, configuration: str, out_fo
 def _preprocess_aligned(raw: RawDataset, plans: Plans, configuration: str, out_folder: Path, num_processes: int,
                         verbose: bool, mode: str, valid) -> list[str]:
     jobs, todo = [], []
+    _remove_gone_cases(out_folder, raw)
     for subject, cases in raw.subjects.items():
-        if _subject_complete(out_folder, cases):
+        if _subject_complete(out_folder, cases) and _alignment_current(out_folder, cases):
+            for cid in cases:  # days may have changed: they do not affect the registration
+                _refresh_extra_props(out_folder, cid, _extra_props(raw, cid, aligned=True))
             continue
         specs = []
         for cid in cases:
             for path in [*case_paths(out_folder, cid).values(), transform_path(out_folder, cid)]:
                 path.unlink(missing_ok=True)  # the common box depends on every visit: redo the subject whole
             case = raw.cases[cid]
-            extra = {"subject": case.subject, "days": case.days, "visit_index": case.visit_index}
-            specs.append((cid, case.images, case.label, extra))
+            specs.append((cid, case.images, case.label, _extra_props(raw, cid, aligned=True)))
         todo += cases
         jobs.append((specs, plans.plans, configuration, raw.dataset_json, str(out_folder), valid, mode))
     parallel_map(preprocess_subject, jobs, num_processes, f"align ({mode}) + preprocess {configuration}", verbose)

@@ -11,6 +11,7 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
+from longnet.dataset.case_names import case_file_name
 from longnet.errors import DatasetError
 from longnet.utils.files import atomic_path, load_json, save_json
 
@@ -21,11 +22,13 @@ def _chunks_and_blocks(shape: tuple[int, ...], patch_size: tuple[int, ...] | Non
     """Blocks about one L2-sized piece of a patch, chunks about one patch (≤ ~6 MiB), channel axis 1."""
     spatial = list(shape[1:])
     patch = list(patch_size) if patch_size is not None else [min(s, 64) for s in spatial]
+    patch = [1] * (len(spatial) - len(patch)) + patch  # 2d configurations store whole volumes: one slice per patch
     patch = [min(p, s) for p, s in zip(patch, spatial)]
     block = [min(2 ** math.ceil(math.log2(max(p, 1))), s) for p, s in zip(patch, spatial)]
     while np.prod(block) * itemsize > 128 * 1024 and max(block) > 1:
-        ax = int(np.argmax([b / max(p, 1) for b, p in zip(block, patch)]))
-        block[ax] = max(1, block[ax] // 2)
+        shrinkable = [i for i, b in enumerate(block) if b > 1]  # an axis already at 1 cannot give (2d slabs)
+        ax = max(shrinkable, key=lambda i: block[i] / max(patch[i], 1))
+        block[ax] //= 2
     chunk = list(block)
     while True:
         grown = False
@@ -64,9 +67,8 @@ def load_array(path: str | Path, mmap: bool = False) -> np.ndarray:
 
 
 def case_paths(folder: str | Path, case_id: str) -> dict[str, Path]:
-    folder = Path(folder)
-    return {"data": folder / f"{case_id}.b2nd", "seg": folder / f"{case_id}_seg.b2nd",
-            "locations": folder / f"{case_id}_locations.npz", "props": folder / f"{case_id}.json"}
+    folder = Path(folder)  # names from longnet.dataset.case_names, which refuses ids whose files would collide
+    return {role: folder / case_file_name(case_id, role) for role in ("data", "seg", "locations", "props")}
 
 
 def save_case(folder: str | Path, case_id: str, data: np.ndarray, seg: np.ndarray, props: dict,

@@ -1,6 +1,7 @@
 """DDP plumbing: process-group setup (torchrun or spawn), batch splitting and small collectives.
 
-Works with NCCL on CUDA and gloo on CPU (used by the tests).
+Works with NCCL on CUDA and gloo on CPU (used by the tests), on one node or several (`torchrun --nnodes N`):
+`rank` is global and decides who writes files, `local_rank` (index on the node) only selects the GPU.
 """
 from __future__ import annotations
 
@@ -52,13 +53,24 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+def local_rank_from_env() -> int:
+    """This process's index on its node, which picks its GPU: torchrun's LOCAL_RANK; without it (another
+    launcher) the global RANK modulo the node's GPU count, never RANK itself (past the first node it exceeds
+    the number of GPUs)."""
+    if os.environ.get("LOCAL_RANK", "") != "":
+        return int(os.environ["LOCAL_RANK"])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ and torch.cuda.is_available():
+        return int(os.environ["RANK"]) % max(1, torch.cuda.device_count())
+    return 0
+
+
 def init_distributed(device_type: str) -> DistContext:
     """Join the process group described by RANK/WORLD_SIZE/MASTER_* (set by torchrun or our spawn)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
     rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_rank = local_rank_from_env()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":

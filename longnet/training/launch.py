@@ -67,9 +67,9 @@ def load_split(pre_dir: Path, fold: int | str, available: list[str], create: boo
             raise LongnetError(f"no splits_final.json and only {len(subjects)} subject(s), too few for 5 folds: "
                                f"train fold 'all' or provide splits_final.json", pre_dir)
         if create:
-            from longnet.preprocessing.splits import subject_level_splits
+            from longnet.preprocessing.splits import subject_level_splits, write_generated_splits
 
-            save_json(subject_level_splits(subjects), path)
+            write_generated_splits(pre_dir, subject_level_splits(subjects))
         else:
             import time
 
@@ -77,9 +77,11 @@ def load_split(pre_dir: Path, fold: int | str, available: list[str], create: boo
                 if path.is_file():
                     break
                 time.sleep(0.1)
-    splits = load_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
-        raise LongnetError("splits_final.json must be a list of {\"train\": [...], \"val\": [...]}", path)
+    from longnet.preprocessing.splits import check_splits_format, check_subject_level
+
+    splits = check_splits_format(load_json(path), path)
+    if (pre_dir / "subjects.json").is_file():  # a user's file must not put one subject on both sides either
+        check_subject_level(splits, load_json(pre_dir / "subjects.json"), path)
     if fold >= len(splits):
         raise LongnetError(f"fold {fold} requested but splits_final.json has only {len(splits)} split(s) "
                            f"(folds 0-{len(splits) - 1} or 'all')", path)
@@ -116,8 +118,9 @@ def build_trainer(req: TrainRequest):
         raise LongnetError(f"plans file belongs to dataset {plans.plans['dataset_name']!r}, not {name!r}", plans_file)
     plans.configuration(req.configuration)  # unknown configuration -> clear error
     dataset_json = load_json(pre_dir / "dataset.json")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = runtime.resolve_device(req.device, local_rank)
+    from longnet.training.distributed import local_rank_from_env
+
+    device = runtime.resolve_device(req.device, local_rank_from_env())
     trainer = trainer_cls(plans, req.configuration, req.fold, dataset_json, device=device, options=req.options)
     trainer.trainer_name = req.trainer_name
     return trainer, name, pre_dir, plans_file
@@ -125,20 +128,21 @@ def build_trainer(req: TrainRequest):
 
 def run_training(req: TrainRequest) -> int:
     """Train one fold in this process (joining the process group when launched with several processes)."""
-    from longnet.training.distributed import cleanup_distributed, init_distributed
+    from longnet.training.distributed import cleanup_distributed, init_distributed, local_rank_from_env
     from longnet.training.runtime import resolve_device
     from longnet.training.trainer import TrainingInterrupted
 
-    device = resolve_device(req.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(req.device, local_rank_from_env())
     dist = init_distributed(device.type)
     try:
         trainer, name, pre_dir, plans_file = build_trainer(req)
         available = _available_cases(pre_dir, trainer.configuration_manager.data_identifier)
-        train, val = load_split(pre_dir, req.fold, available, create=dist.is_main)
+        train, val = _on_rank0_for_all(dist, lambda: load_split(pre_dir, req.fold, available, create=True))
         out = model_folder(name, req.trainer_name, req.plans_name, req.configuration)
         fold_dir = out / fold_folder_name(req.fold)
         trainer.setup(pre_dir, fold_dir, train, val, dist)
         trainer.check_requirements()  # before anything is written: a refused run leaves no output behind
+        _check_same_resume_point(trainer, req, dist)
         _preflight_checkpoints(trainer, req)
         if dist.is_main:
             fold_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +150,10 @@ def run_training(req: TrainRequest) -> int:
             _copy_model_files(pre_dir, plans_file, out)
         dist.barrier()
         try:
-            trainer.run_training(resume=req.resume)
+            if req.options.get("val"):
+                trainer.run_validation_only()
+            else:
+                trainer.run_training(resume=req.resume)
         except TrainingInterrupted:
             return 143
         return 0
@@ -169,6 +176,35 @@ def _preflight_checkpoints(trainer, req: TrainRequest) -> None:
         if found is not None:
             load_checkpoint(found[1], map_location="cpu",
                             required=("network_weights", "current_epoch", "optimizer_state"))
+
+
+def _on_rank0_for_all(dist, fn):
+    """fn() on global rank 0, its result (or its error) on every rank: other nodes need not see the files rank 0
+    writes (e.g. a new splits_final.json), and no rank waits forever when rank 0 fails."""
+    if not dist.enabled:
+        return fn()
+    result = None
+    if dist.is_main:
+        try:
+            result = fn()
+        except Exception as e:  # sent to the other ranks, raised everywhere
+            result = e
+    result = dist.broadcast_object(result)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _check_same_resume_point(trainer, req: TrainRequest, dist) -> None:
+    """With `--c` every rank must resume from the same checkpoint; on several nodes this fails when the results
+    folder is not on a filesystem they all share."""
+    if not (req.resume and dist.enabled):
+        return
+    found = trainer.find_resume_checkpoint()
+    seen = dist.all_gather_object(found[1].name if found else None)
+    if len(set(seen)) > 1:
+        raise LongnetError(f"the ranks see different checkpoints to resume from ({', '.join(map(str, seen))}): "
+                           f"put the results folder on a filesystem shared by all nodes", trainer.output_folder)
 
 
 def _available_cases(pre_dir: Path, data_identifier: str) -> list[str]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from longnet.utils.files import atomic_path
+from longnet.utils.files import atomic_path, write_error
 
 
 class TrainingLogger:
@@ -62,9 +62,12 @@ class TrainingLogger:
         text = " ".join(str(p) for p in parts)
         line = f"{datetime.now():%Y-%m-%d %H:%M:%S.%f}: {text}"
         if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_file, "a") as f:
-                f.write(line + "\n")
+            try:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_file, "a") as f:
+                    f.write(line + "\n")
+            except OSError as e:  # full disk, read-only folder: one clear line, as for every other write
+                raise write_error(e, self.log_file) from None
         if also_stdout and self.verbose and self.write_files:
             print(text, file=sys.stdout, flush=True)
 

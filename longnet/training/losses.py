@@ -65,7 +65,9 @@ class DiceCELoss(nn.Module):
             mask, target_dice, n_valid = None, target, None
         dc = self.dice(logits, target_dice, loss_mask=mask) if self.weight_dice else 0
         ce_target = target[:, 0]
-        if self.ignore_label is not None:
+        if not self.weight_ce:  # Dice-only training
+            ce = 0
+        elif self.ignore_label is not None:
             ce = F.cross_entropy(logits, ce_target, ignore_index=self.ignore_label) if n_valid > 0 else logits.sum() * 0
         else:
             ce = F.cross_entropy(logits, ce_target)
@@ -76,10 +78,12 @@ class DiceBCELoss(nn.Module):
     """Region-based training: sigmoid soft Dice (all regions) + BCE; with an ignore label its mask is the last
     target channel (added by the region conversion)."""
 
-    def __init__(self, batch_dice: bool, use_ignore_label: bool = False, smooth: float = 1e-5):
+    def __init__(self, batch_dice: bool, use_ignore_label: bool = False, smooth: float = 1e-5,
+                 weight_ce: float = 1.0, weight_dice: float = 1.0):
         super().__init__()
         self.dice = SoftDiceLoss(torch.sigmoid, batch_dice, do_bg=True, smooth=smooth)
         self.use_ignore_label = use_ignore_label
+        self.weight_ce, self.weight_dice = weight_ce, weight_dice  # weight_ce weighs the BCE term
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.to(logits.dtype)
@@ -88,11 +92,11 @@ class DiceBCELoss(nn.Module):
             target = target[:, :-1]
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
             bce = (bce * mask).sum() / mask.sum().clamp_min(1e-8) / logits.shape[1]
-            dc = self.dice(logits, target, loss_mask=mask)
+            dc = self.dice(logits, target, loss_mask=mask) if self.weight_dice else 0
         else:
             bce = F.binary_cross_entropy_with_logits(logits, target)
-            dc = self.dice(logits, target)
-        return bce + dc
+            dc = self.dice(logits, target) if self.weight_dice else 0
+        return self.weight_ce * bce + self.weight_dice * dc
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:

@@ -1,9 +1,14 @@
-"""Full-image validation at the end of segmentation training → `fold_N/validation/summary.json`.
+"""Full-image validation at the end of segmentation training → `fold_N/validation/`, as nnU-Net does it.
 
 Every validation case is predicted with `longnet.inference.predictor.Predictor` (sliding window, Gaussian,
-mirroring). When the preprocessed dataset has `gt_segmentations/`, predictions are also exported in the
-original geometry. Metrics are computed per label/region on the preprocessed grid (nnU-Net's summary schema);
-`evaluate_exported` is the single place to switch to `longnet.evaluation` on the exported files.
+mirroring) and exported in its original geometry; `summary.json` is then computed on those exported files against
+`gt_segmentations/`, so its numbers equal `longnet_evaluate_simple` / nnU-Net's evaluator on the same folders.
+With `--npz` the probabilities (`{case}.npz`) and properties (`{case}.json`, `{case}.pkl`) are written too, which is
+what ensembling and `longnet_find_best_configuration` read. A configuration with a `next_stage` (3d_lowres) also
+writes the cascade's input: `predicted_next_stage/<next>/{case}.b2nd` on the next stage's preprocessed grid.
+
+Cases without original geometry (datasets written straight into the preprocessed folder) or registered to another
+visit (`--align`) are scored on the preprocessed grid instead, and the summary says so.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ def _label_metrics(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -
 
 def case_metrics(logits: torch.Tensor, seg: np.ndarray, label_manager) -> dict[str, dict]:
     """Metrics of one case on the preprocessed grid (seg -1 counts as background)."""
+    from longnet.evaluation.segmentation import key_of
+
     ref_lab = np.where(seg[0] < 0, 0, seg[0])
     mask = None
     if label_manager.ignore_label is not None:
@@ -41,34 +48,70 @@ def case_metrics(logits: torch.Tensor, seg: np.ndarray, label_manager) -> dict[s
     if label_manager.has_regions:
         probs = torch.sigmoid(logits.float()).numpy() > 0.5
         for i, region in enumerate(label_manager.foreground_regions):
-            labels = list(region) if isinstance(region, (list, tuple)) else [region]
-            out[str(tuple(labels)) if len(labels) > 1 else str(labels[0])] = _label_metrics(
-                probs[i], np.isin(ref_lab, labels), mask)
+            out[key_of(region)] = _label_metrics(probs[i], np.isin(ref_lab, np.atleast_1d(region)), mask)
     else:
         pred = logits.argmax(0).numpy()
         for lab in label_manager.foreground_labels:
-            out[str(lab)] = _label_metrics(pred == lab, ref_lab == lab, mask)
+            out[key_of(lab)] = _label_metrics(pred == lab, ref_lab == lab, mask)
     return out
 
 
 def summarize(per_case: list[dict]) -> dict[str, Any]:
     """nnU-Net's summary.json layout: foreground_mean, mean (per label), metric_per_case."""
-    keys = list(per_case[0]["metrics"]) if per_case else []
-    mean = {}
-    for k in keys:
-        mean[k] = {m: float(np.nanmean([c["metrics"][k][m] for c in per_case]))
-                   for m in per_case[0]["metrics"][k]}
-    fg = {m: float(np.nanmean([mean[k][m] for k in keys])) for m in (mean[keys[0]] if keys else {})}
-    return {"foreground_mean": fg, "mean": mean, "metric_per_case": per_case}
+    from longnet.evaluation.segmentation import aggregate
+
+    return {**aggregate(per_case, with_median=False), "metric_per_case": per_case}
 
 
-def evaluate_exported(trainer, val_dir: Path, exported: list[Path]) -> dict | None:
-    """Hook for evaluation of exported files in the original geometry (None: use the preprocessed-grid metrics)."""
-    return None
+def _exportable(props: dict, gt_dir: Path) -> bool:
+    """Original geometry known and the case not resampled onto another visit's grid."""
+    aligned = (props.get("alignment") or {}).get("reference_case")
+    return gt_dir.is_dir() and "spacing" in props and "shape_before_cropping" in props and not aligned
+
+
+def next_stage_folder(trainer) -> Path | None:
+    """`<model folder>/predicted_next_stage/<next configuration>` for a configuration with a next stage."""
+    nxt = trainer.configuration_manager.get("next_stage")
+    if nxt is None or trainer.output_folder is None:
+        return None
+    nxt = nxt[0] if isinstance(nxt, (list, tuple)) else nxt
+    return trainer.output_folder.parent / "predicted_next_stage" / nxt
+
+
+def write_next_stage(trainer, case: str, logits: torch.Tensor, props: dict, dest_folder: Path) -> bool:
+    """Resample this stage's logits onto the next stage's preprocessed array of `case` and store the argmax
+    there (nnU-Net: probability resampling with this stage's spacing as both source and target spacing)."""
+    from longnet.inference.export import label_dtype, logits_to_segmentation
+    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+    from longnet.preprocessing.storage import save_array
+
+    nxt_name = dest_folder.name
+    nxt_conf = trainer.plans.configuration(nxt_name)
+    target = trainer.preprocessed_dataset_folder / nxt_conf.data_identifier / f"{case}.b2nd"
+    if not target.is_file():
+        trainer.print(f"predicted_next_stage: {target} not found (run longnet_preprocess -c {nxt_name}); "
+                      f"{case} skipped")
+        return False
+    from longnet.data.cases import open_array
+
+    shape = list(open_array(target).shape[1:])
+    conf = trainer.configuration_manager
+    kwargs = dict(conf.get("resampling_fn_probabilities_kwargs") or {"order": 1, "order_z": 0,
+                                                                         "force_separate_z": None})
+    kwargs["is_seg"] = False
+    spacing = list(conf.spacing)
+    resampled = resample_data_or_seg_to_shape(logits.float().numpy(), shape, spacing, spacing, **kwargs)
+    seg = logits_to_segmentation(np.asarray(resampled, dtype=np.float32), trainer.label_manager)
+    dest_folder.mkdir(parents=True, exist_ok=True)
+    save_array(seg.astype(label_dtype(trainer.label_manager))[None], dest_folder / f"{case}.b2nd",
+               conf.patch_size)
+    return True
 
 
 def run_final_validation(trainer) -> Path:
-    """Predict the trainer's labelled validation cases and write validation/summary.json (rank 0 only)."""
+    """Predict the trainer's labelled validation cases into `validation/` and write `summary.json` (rank 0)."""
+    from longnet.evaluation.nnunet_summary import evaluate_to_summary
+    from longnet.inference.export import export_prediction
     from longnet.inference.predictor import Predictor
 
     val_dir = trainer.output_folder / "validation"
@@ -78,27 +121,33 @@ def run_final_validation(trainer) -> Path:
     reader = CaseReader(trainer.data_folder)
     gt_dir = trainer.preprocessed_dataset_folder / "gt_segmentations"
     ending = trainer.dataset_json.get("file_ending", ".nii.gz")
+    save_npz = bool(trainer.options.get("npz"))
+    next_folder = next_stage_folder(trainer)
     lm = trainer.label_manager
-    per_case, exported = [], []
+    grid_metrics, exported = [], 0
     for case in cases:
         data, seg, props = reader.load(case)
-        logits = predictor.predict_preprocessed(data)
-        if gt_dir.is_dir() and "sitk_stuff" in props:
-            from longnet.inference.export import export_prediction
-
-            dest = val_dir / f"{case}{ending}"
-            export_prediction(logits, props, trainer.plans, trainer.configuration_manager, lm, dest)
-            exported.append(dest)
-        per_case.append({"reference_file": str(gt_dir / f"{case}{ending}") if gt_dir.is_dir() else case,
-                         "prediction_file": str(val_dir / f"{case}{ending}") if exported else None,
-                         "metrics": case_metrics(logits, seg, lm)})
-        trainer.print(f"validation {case}: " + ", ".join(
-            f"{k} Dice {v['Dice']:.4f}" for k, v in per_case[-1]["metrics"].items()))
-    summary = evaluate_exported(trainer, val_dir, exported)
-    if summary is None:
-        summary = summarize(per_case)
+        logits = predictor.predict_preprocessed(trainer.network_input(case, data, props, train=False))
+        if _exportable(props, gt_dir):
+            export_prediction(logits, props, trainer.plans, trainer.configuration_manager, lm,
+                              val_dir / f"{case}{ending}", save_npz)
+            exported += 1
+        else:
+            grid_metrics.append({"reference_file": case, "prediction_file": None,
+                                 "metrics": case_metrics(logits, seg, lm)})
+        if next_folder is not None:
+            write_next_stage(trainer, case, logits, props, next_folder)
+        trainer.print(f"validation {case}: predicted")
+    if exported and not grid_metrics:
+        summary = evaluate_to_summary(gt_dir, val_dir, trainer.dataset_json, val_dir / "summary.json",
+                                      reader_writer=trainer.plans.plans.get("image_reader_writer"))
+    else:
+        summary = summarize(grid_metrics)
         summary["note"] = "metrics computed on the preprocessed grid of the validation cases"
-        save_json(summary, val_dir / "summary.json", sort_keys=False)
+        save_json(summary, val_dir / "summary.json", sort_keys=True)
+    for entry in summary["metric_per_case"]:
+        trainer.print(f"validation {Path(str(entry['reference_file'])).name}: " + ", ".join(
+            f"{k} Dice {v['Dice']:.4f}" for k, v in entry["metrics"].items()))
     trainer.print(f"final validation on {len(cases)} case(s): mean foreground Dice "
                   f"{summary['foreground_mean'].get('Dice', float('nan')):.4f}")
     return val_dir / "summary.json"

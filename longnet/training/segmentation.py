@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.data.augmentation import spatial_aug_config, training_transforms, validation_transforms
+from longnet.data.augmentation import (SpatialAugConfig, spatial_aug_config, training_transforms,
+                                       validation_transforms)
 from longnet.data.batch_augmentation import BatchAugmenter
 from longnet.data.dataset_index import select_labelled_subjects
 from longnet.data.segmentation import SegmentationPatchSampler, foreground_flags
-from longnet.planning.network import build_network_from_architecture
+from longnet.planning.network import architecture_with_overrides, build_network_from_architecture
+from longnet.data import cascade
 from longnet.training.checkpoint import unwrap
 from longnet.training.distributed import split_batch
 from longnet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights,
                                      tp_fp_fn)
+from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_INT
 from longnet.training.requirements import Requirements
 from longnet.training.schedulers import PolyLRScheduler
 from longnet.training.trainer import Trainer
@@ -25,11 +29,17 @@ class nnUNetTrainer(Trainer):
     """Supervised segmentation, nnU-Net's recipe: SGD poly, Dice+CE, deep supervision, 33% foreground oversampling."""
 
     requirements = Requirements(labels="some")
+    option_ranges = {"labelled_subjects": POSITIVE_INT, "labelled_seed": NON_NEGATIVE_INT}
     initial_lr = 1e-2
     weight_decay = 3e-5
     momentum = 0.99
     oversample_foreground_percent = 0.33
+    probabilistic_oversampling = False  # True: each sample is foreground with that probability (not a fixed quota)
     enable_deep_supervision = True
+    data_augmentation = True  # False: training patches are cut like validation patches (no transform at all)
+    weight_ce = 1.0  # CE (BCE for regions) and Dice weights of the loss; 0 drops the term
+    weight_dice = 1.0
+    dice_smooth = 1e-5
     best_metric = "mean_fg_dice"
     best_metric_mode = "max"
 
@@ -55,24 +65,49 @@ class nnUNetTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         conf = self.configuration_manager
-        self.aug = spatial_aug_config(conf.patch_size)
-        self.inference_allowed_mirroring_axes = self.aug.mirror_axes
+        self.aug = self.configure_augmentation()
+        self.inference_allowed_mirroring_axes = tuple(self.aug.mirror_axes) or None
         lm = self.label_manager
         self.regions = lm.foreground_regions if lm.has_regions else None
         self.ignore_label = lm.ignore_label
         self.skipped_unlabelled = 0
         self.batch_augmenter: BatchAugmenter | None = None
 
+    def configure_augmentation(self) -> SpatialAugConfig:
+        """Hook: rotation, mirror axes (also the test-time mirroring axes) and enlarged patch of training."""
+        return spatial_aug_config(self.configuration_manager.patch_size)
+
     # ------------------------------------------------------------------ network, optimiser, loss
+    @classmethod
+    def arch_kwargs_overrides(cls, architecture: dict) -> dict:
+        """Hook: changes to the plans' `arch_kwargs` (e.g. the norm op). Saved in checkpoints, so prediction
+        builds the same network from plans.json."""
+        return {}
+
     def build_network(self) -> nn.Module:
-        return build_network_from_architecture(self.configuration_manager.architecture, self.num_input_channels,
+        arch = architecture_with_overrides(self.configuration_manager.architecture,
+                                           self.arch_kwargs_overrides(self.configuration_manager.architecture))
+        return build_network_from_architecture(arch, self.num_input_channels,
                                                self.label_manager.num_segmentation_heads,
                                                deep_supervision=self.enable_deep_supervision)
 
+    def checkpoint_state(self, *args, **kwargs) -> dict:
+        state = super().checkpoint_state(*args, **kwargs)
+        state["arch_kwargs_overrides"] = self.arch_kwargs_overrides(self.configuration_manager.architecture)
+        return state
+
     def configure_optimizers(self):
-        opt = torch.optim.SGD(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay,
-                              momentum=self.momentum, nesterov=True)
-        return opt, PolyLRScheduler(opt, self.num_epochs)
+        opt = self.build_optimizer()
+        return opt, self.build_lr_scheduler(opt)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """Hook: nnU-Net's SGD (Nesterov, momentum 0.99)."""
+        return torch.optim.SGD(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay,
+                               momentum=self.momentum, nesterov=True)
+
+    def build_lr_scheduler(self, optimizer: torch.optim.Optimizer):
+        """Hook: the per-epoch schedule (nnU-Net's poly decay)."""
+        return PolyLRScheduler(optimizer, self.num_epochs)
 
     @property
     def deep_supervision_scales(self) -> list[list[float]] | None:
@@ -84,10 +119,11 @@ class nnUNetTrainer(Trainer):
 
     def build_loss(self) -> nn.Module:
         batch_dice = self.configuration_manager.batch_dice
+        weights = {"weight_ce": self.weight_ce, "weight_dice": self.weight_dice, "smooth": self.dice_smooth}
         if self.regions:
-            loss = DiceBCELoss(batch_dice, use_ignore_label=self.ignore_label is not None)
+            loss = DiceBCELoss(batch_dice, use_ignore_label=self.ignore_label is not None, **weights)
         else:
-            loss = DiceCELoss(batch_dice, ignore_label=self.ignore_label)
+            loss = DiceCELoss(batch_dice, ignore_label=self.ignore_label, **weights)
         scales = self.deep_supervision_scales
         weights = deep_supervision_weights(len(scales)) if scales else [1.0]
         return DeepSupervisionLoss(loss, weights, keep_zero=self.dist.enabled)
@@ -105,28 +141,72 @@ class nnUNetTrainer(Trainer):
         conf = self.configuration_manager
         local_bs, offset = split_batch(conf.batch_size, self.dist.world_size, self.dist.rank)
         flags = foreground_flags(conf.batch_size, offset, local_bs, self.oversample_foreground_percent)
-        if train and self.augments_on_device:
+        fg_probability = self.oversample_foreground_percent if self.probabilistic_oversampling else None
+        augment = train and self.data_augmentation
+        if augment and self.augments_on_device:
             self.batch_augmenter = BatchAugmenter(conf.patch_size, self.aug, self.deep_supervision_scales,
                                                   conf.use_mask_for_norm, self.regions, self.ignore_label,
                                                   label_values=range(-1, max(self.label_manager.all_labels) + 1))
             transforms, patch = None, self.aug.initial_patch_size
             self.print(f"training augmentation: batched on {self.device.type} (--augmentation)")
-        elif train:
+        elif augment:
             transforms = training_transforms(conf.patch_size, self.aug, self.deep_supervision_scales,
-                                             conf.use_mask_for_norm, self.regions, self.ignore_label)
+                                             conf.use_mask_for_norm, self.regions, self.ignore_label,
+                                             cascade_labels=self.cascade_labels,
+                                             num_image_channels=self.num_image_channels)
             patch = self.aug.initial_patch_size
         else:
-            transforms = validation_transforms(self.deep_supervision_scales, self.regions, self.ignore_label)
+            transforms = validation_transforms(self.deep_supervision_scales, self.regions, self.ignore_label,
+                                               self.cascade_labels, self.num_image_channels)
             patch = conf.patch_size
         fg = None
         if self.ignore_label is not None and not self.regions:
             fg = [c for c in self.label_manager.foreground_labels]
-        return SegmentationPatchSampler(self.data_folder, cases, patch, conf.patch_size, flags, transforms, fg)
+        return SegmentationPatchSampler(self.data_folder, cases, patch, conf.patch_size, flags, transforms, fg,
+                                        fg_probability=fg_probability,
+                                        previous_stage_folder=self.previous_stage_folder())
+
+    # ------------------------------------------------------------------ cascade (3d_cascade_fullres)
+    @property
+    def cascade_labels(self) -> list[int]:
+        return cascade.cascade_labels(self.configuration_manager, self.label_manager)
+
+    @property
+    def num_image_channels(self) -> int:
+        return super().num_input_channels
+
+    @property
+    def num_input_channels(self) -> int:
+        return self.num_image_channels + len(self.cascade_labels)
+
+    def previous_stage_folder(self) -> Path | None:
+        if not self.configuration_manager.previous_stage or self.output_folder is None:
+            return None
+        return cascade.previous_stage_folder(self.output_folder.parent, self.trainer_name, self.configuration_manager)
+
+    def check_requirements(self) -> None:
+        super().check_requirements()
+        folder = self.previous_stage_folder()
+        if folder is not None:
+            cases = self._labelled_cases(self.train_cases + self.val_cases)
+            cascade.check_previous_stage(folder, cases, self.trainer_name, self.configuration_manager)
+
+    def network_input(self, case: str, data: np.ndarray, props: dict, train: bool = False) -> np.ndarray:
+        """The network's input for a whole preprocessed case (final validation): the image, plus the previous
+        stage's one-hot segmentation for a cascade."""
+        folder = self.previous_stage_folder()
+        if folder is None:
+            return data
+        from longnet.preprocessing.storage import load_array
+
+        return cascade.append_previous_stage(data, load_array(folder / f"{case}.b2nd"), self.cascade_labels)
 
     @property
     def augments_on_device(self) -> bool:
         """Batched augmentation after the transfer (`--augmentation`; default on CUDA): the GPU never waits for
         per-sample CPU augmentation, whatever the number of cores."""
+        if self.cascade_labels:  # the previous stage's one-hot channels are built per sample on the CPU
+            return False
         choice = self.options.get("augmentation") or "auto"
         return choice == "gpu" or (choice == "auto" and self.device.type == "cuda")
 

@@ -29,6 +29,8 @@ from longnet.training import runtime
 from longnet.training.checkpoint import load_pretrained_weights
 from longnet.training.distributed import DistContext
 from longnet.training.logger import TrainingLogger
+from longnet.training.options import CORE_OPTION_RANGES, OptionRange, option_value
+from longnet.training.options import check_options as check_option_ranges
 from longnet.training.requirements import Requirements, check_requirements
 from longnet.training.trainer_state import TrainerStateMixin
 
@@ -50,6 +52,8 @@ class Trainer(TrainerStateMixin):
     best_metric_mode: str = "min"
     ema_decay: float = 0.9
     inference_allowed_mirroring_axes: tuple[int, ...] | None = None
+    # numeric options and their ranges; subclasses add their own (merged along the class hierarchy)
+    option_ranges: ClassVar[dict[str, OptionRange]] = CORE_OPTION_RANGES
 
     def __init__(self, plans: Plans | dict, configuration: str, fold: int | str, dataset_json: dict,
                  device: str | torch.device = "cpu", options: dict | None = None):
@@ -64,12 +68,12 @@ class Trainer(TrainerStateMixin):
         self.init_args = {"plans": self.plans.plans, "configuration": configuration, "fold": fold,
                           "dataset_json": dataset_json, "options": self.options}
         opt = self.options
-        self.seed = int(opt.get("seed") if opt.get("seed") is not None else 12345)
-        self.num_epochs = int(opt.get("epochs") or self.num_epochs)
-        self.num_iterations_per_epoch = int(opt.get("iters_per_epoch") or self.num_iterations_per_epoch)
-        if opt.get("val_iters") is not None:
-            self.num_val_iterations_per_epoch = int(opt["val_iters"])
-        self.save_every = int(opt.get("save_every") or self.save_every)
+        type(self).check_options(opt)  # in-process callers get the same range errors as longnet_train
+        self.seed = int(option_value(opt, "seed", 12345))
+        self.num_epochs = int(option_value(opt, "epochs", self.num_epochs))
+        self.num_iterations_per_epoch = int(option_value(opt, "iters_per_epoch", self.num_iterations_per_epoch))
+        self.num_val_iterations_per_epoch = int(option_value(opt, "val_iters", self.num_val_iterations_per_epoch))
+        self.save_every = int(option_value(opt, "save_every", self.save_every))
         self.disable_checkpointing = bool(opt.get("disable_checkpointing", False))
         self.dist = DistContext()
         self.network: nn.Module | None = None
@@ -91,6 +95,15 @@ class Trainer(TrainerStateMixin):
         self.logger = TrainingLogger(None, False)
 
     # ================================================================= hooks for plugins
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse numeric options outside their range (`option_ranges` of this class and its bases), naming the
+        flag; called by longnet_train before anything is written, and by __init__."""
+        ranges: dict[str, OptionRange] = {}
+        for klass in reversed(cls.__mro__):
+            ranges.update(vars(klass).get("option_ranges", {}))
+        check_option_ranges(options, ranges)
+
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add trainer-specific command-line options (their values arrive in `self.options`)."""
@@ -288,29 +301,62 @@ class Trainer(TrainerStateMixin):
                     self.logger.close()
                     return
         self._log_setup()
-        train_iter = iter(self.train_loader())
-        val_source = self.val_loader()
-        val_iter = iter(val_source) if val_source is not None else None
-        previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-        if previous is not None:
-            signal.signal(signal.SIGTERM, self._on_sigterm)
+        # the handler goes in before the loaders start their workers (which ignore SIGTERM): a scheduler's SIGTERM
+        # to the whole process group then ends in checkpoint_latest.pth and exit 143, not in a worker's traceback
+        installed = _main_thread()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if installed else None
+        train_iter = val_iter = None
         try:
+            train_iter = iter(self.train_loader())
+            val_source = self.val_loader()
+            val_iter = iter(val_source) if val_source is not None else None
             for epoch in range(self.current_epoch, self.num_epochs):
                 self._run_epoch(epoch, train_iter, val_iter)
+                if epoch + 1 < self.num_epochs and self._stop_now():  # arrived during validation / epoch end
+                    self.save_checkpoint("checkpoint_latest.pth", self.current_epoch)
+                    raise TrainingInterrupted()
         except TrainingInterrupted:
-            self.print("stopped by SIGTERM; resume with --c")
+            self.logger.print("stopped by SIGTERM; resume with --c", also_stdout=False)
+            if self.dist.is_main:
+                saved = "nothing saved (checkpointing disabled)"
+                if not self.disable_checkpointing and self.output_folder is not None:
+                    saved = f"{self.output_folder / 'checkpoint_latest.pth'} written; resume with --c"
+                print(f"longnet: stopped by SIGTERM: {saved}", file=sys.stderr, flush=True)
             self.logger.close()
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if installed:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
             del train_iter, val_iter
         self.save_checkpoint("checkpoint_final.pth", self.current_epoch)
         if self.dist.is_main and self.output_folder is not None:
             (self.output_folder / "checkpoint_latest.pth").unlink(missing_ok=True)
         self.print(f"training finished after {self.current_epoch} epochs ({self.num_optimizer_steps} optimiser steps)")
+        if self.options.get("val_best"):
+            self.load_network_weights("checkpoint_best.pth")
         self.final_validation()
         self.logger.close()
+
+    def run_validation_only(self) -> None:
+        """`--val`: the final validation of a finished training (`--val_best`: with the best checkpoint)."""
+        self.check_requirements()
+        self.initialize()
+        self.load_network_weights("checkpoint_best.pth" if self.options.get("val_best") else "checkpoint_final.pth")
+        self.final_validation()
+        self.logger.close()
+
+    def load_network_weights(self, checkpoint_name: str) -> None:
+        """Only the network's weights of `output_folder/checkpoint_name` (no optimiser, no epoch)."""
+        from longnet.errors import LongnetError
+        from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
+
+        path = self.output_folder / checkpoint_name
+        if not path.is_file():
+            raise LongnetError(f"{checkpoint_name} not found: --val needs a finished training of this fold "
+                               "(--val_best: a checkpoint_best.pth)", path)
+        ckpt = load_checkpoint(path, map_location=self.device, required=("network_weights",))
+        unwrap(self.network).load_state_dict(strip_prefixes(ckpt["network_weights"]))
+        self.print(f"network weights from {checkpoint_name} (epoch {ckpt.get('current_epoch', '?')})")
 
     def _on_sigterm(self, signum, frame) -> None:
         self._stop_requested = True
@@ -356,7 +402,7 @@ class Trainer(TrainerStateMixin):
         bar = tqdm(range(start, self.num_iterations_per_epoch), desc=f"epoch {epoch}", leave=False,
                    disable=not (self.dist.is_main and sys.stderr.isatty()))
         for it in bar:
-            out = self._guarded(self._train_one, self.prepare_batch(next(train_iter)))
+            out = self._guarded(self._train_one, self.prepare_batch(self._next_batch(train_iter, epoch, it, outputs)))
             self.num_optimizer_steps += 1
             outputs.append(out)
             if not bar.disable and it % 10 == 0:
@@ -390,6 +436,17 @@ class Trainer(TrainerStateMixin):
             self.logger.plot_progress()
         shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
         self.print(f"epoch {epoch}: {shown}, {time.time() - t0:.1f} s")
+
+    def _next_batch(self, iterator: Iterator, epoch: int, it: int, outputs: list) -> Any:
+        """The next batch; if the loader's workers left because the SIGTERM that stops this run reached them too,
+        checkpoint at this iteration and stop, as if the signal had come between two steps."""
+        try:
+            return next(iterator)
+        except RuntimeError:
+            if not self._stop_requested:
+                raise
+            self.save_checkpoint("checkpoint_latest.pth", epoch, it, _as_floats(outputs))
+            raise TrainingInterrupted() from None
 
     def _mean_over_ranks(self, outputs: list[dict]) -> dict[str, float]:
         local = {k: float(np.mean([o[k] for o in outputs])) for k in (outputs[0] if outputs else {})}

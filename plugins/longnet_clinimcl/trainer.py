@@ -18,6 +18,7 @@ import torch
 from longnet.errors import LongnetError
 from longnet.training.representation import CaseInputs, RepresentationTrainer, option
 from longnet.training.requirements import Requirements
+from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT
 
 from longnet_clinimcl.losses import info_nce
 from longnet_clinimcl.network import PRESETS, ClinImCLNet
@@ -58,6 +59,8 @@ class ClinImCLTrainer(RepresentationTrainer):
     """Contrastive pretraining of a 3D CNN encoder with subject-level InfoNCE."""
 
     requirements = Requirements(min_visits_per_subject=2, min_subjects=2)
+    option_ranges = {"tau": POSITIVE_FLOAT, "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE_FLOAT,
+                     "batch_size": POSITIVE_INT, "cube": POSITIVE_INT, "h_dim": POSITIVE_INT, "z_dim": POSITIVE_INT}
     input_normalisation = "minmax"
     num_epochs = 10
     num_iterations_per_epoch = 100
@@ -96,7 +99,7 @@ class ClinImCLTrainer(RepresentationTrainer):
         self.widths = tuple(int(w) for w in pick("widths"))
         self.h_dim, self.z_dim = int(pick("h_dim")), int(pick("z_dim"))
         self.batch_size = int(pick("batch_size"))
-        self.tau = float(self.options.get("tau") or 0.07)
+        self.tau = option(self.options, "tau", 0.07)
         self.symmetric = not bool(self.options.get("one_directional"))
         self.export = "z"
         if self.cube < 16:
@@ -111,7 +114,7 @@ class ClinImCLTrainer(RepresentationTrainer):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.network.parameters(), lr=option(self.options, "lr", 1e-4),
-                                weight_decay=float(self.options.get("weight_decay") or 0.0))
+                                weight_decay=option(self.options, "weight_decay", 0.0))
         return opt, None  # no schedule (as the original)
 
     def configure_prediction(self, args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ from longnet.errors import LongnetError
 from longnet.evaluation.change import CHANGE_CLASSES, change_targets, consecutive_pairs
 from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
 from longnet.training.requirements import Requirements
+from longnet.training.options import POSITIVE_FLOAT, POSITIVE_INT, option_value
 from longnet.training.representation import CaseInputs, RepresentationTrainer, option
 
 from longnet_learner.network import ChangeNet, EncoderConfig, build_encoder
@@ -54,6 +55,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
     """Stage-2 LEARNER: MLP(d_t) → (improve, stable, worsen)."""
 
     prediction_task = "classification"
+    option_ranges = {"batch_size": POSITIVE_INT, "hidden": POSITIVE_INT, "lr": POSITIVE_FLOAT}
     best_metric = "val_macro_F1"
     best_metric_mode = "max"
 
@@ -122,8 +124,8 @@ class LEARNERChangeTrainer(RepresentationTrainer):
         return "LEARNER u (" + ("frozen" if self.frozen else "fine-tuned") + " encoder)"
 
     def build_network(self) -> torch.nn.Module:
-        net = ChangeNet(build_encoder(self.encoder_config, self.num_input_channels), int(self.options.get("hidden")
-                                                                                          or 128))
+        net = ChangeNet(build_encoder(self.encoder_config, self.num_input_channels),
+                        int(option_value(self.options, "hidden", 128)))
         if not self._spec_from_checkpoint:
             path = self.spec["encoder_checkpoint"]
             weights = strip_prefixes(load_checkpoint(path)["network_weights"])
@@ -160,7 +162,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
         if self.frozen:
             used = sorted({c for a, b, _ in pairs for c in (a, b)})
             embeddings = dict(zip(used, self.embed_inputs([inputs.get(c) for c in used])))
-        return PairBatches(pairs, int(self.options.get("batch_size") or 16), inputs, embeddings)
+        return PairBatches(pairs, int(option_value(self.options, "batch_size", 16)), inputs, embeddings)
 
     def train_loader(self):
         batches = self._pair_batches(self.train_cases)

@@ -14,6 +14,7 @@ import torch
 
 from longnet.errors import LongnetError
 from longnet.training.requirements import Requirements
+from longnet.training.options import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, option_value
 from longnet.training.representation import CaseInputs, RepresentationTrainer, option
 
 from longnet_learner.losses import learner_loss
@@ -84,6 +85,9 @@ class _Restricted:
 class LEARNERTrainer(RepresentationTrainer):
     """Stage-1 LEARNER pretraining (encoder + HS regressor [+ projector]); embeddings u for prediction."""
 
+    option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE_FLOAT,
+                     "projector_dim": NON_NEGATIVE_INT, "frames": POSITIVE_INT, "image_size": POSITIVE_INT,
+                     "bin_tau": POSITIVE_FLOAT}
     best_metric = "val_loss"
     best_metric_mode = "min"
 
@@ -120,7 +124,7 @@ class LEARNERTrainer(RepresentationTrainer):
         default_margin = WEIGHTED_MARGIN if self.contrastive_kind == "weighted" else 0.5
         self.margin = option(self.options, "margin", default_margin)
         preset = PRESETS[self.options.get("preset") or "paper"]
-        self.batch_size = int(self.options.get("batch_size") or preset["batch_size"])
+        self.batch_size = int(option_value(self.options, "batch_size", preset["batch_size"]))
         self.score_stats: dict | None = None
 
     def get_requirements(self) -> Requirements:
@@ -140,11 +144,11 @@ class LEARNERTrainer(RepresentationTrainer):
     # ----------------------------------------------------------------- network / optimiser
     def build_network(self) -> torch.nn.Module:
         enc = build_encoder(self.encoder_config, self.num_input_channels)
-        return LEARNERNet(enc, int(self.options.get("projector_dim") or 0))
+        return LEARNERNet(enc, int(option_value(self.options, "projector_dim", 0)))
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.network.parameters(), lr=option(self.options, "lr", 1e-4),
-                               weight_decay=float(self.options.get("weight_decay") or 0.0))
+                               weight_decay=option(self.options, "weight_decay", 0.0))
         return opt, None
 
     # ----------------------------------------------------------------- data

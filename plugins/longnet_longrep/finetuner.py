@@ -16,6 +16,7 @@ import torch
 from longnet.data.longitudinal import IntraSubjectPairSampler, LongitudinalIndex
 from longnet.errors import LongnetError
 from longnet.training.distributed import split_batch
+from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, OptionRange, option_value
 from longnet.training.requirements import Requirements
 from longnet.training.segmentation import nnUNetTrainer
 from longnet_longrep.losses import consistency_loss
@@ -28,6 +29,8 @@ class LongRepFinetuner(nnUNetTrainer):
     """Segmentation finetuning with L_sup = Dice+CE on labelled visits and L_cs on unlabelled visit pairs."""
 
     requirements = Requirements(labels="some", min_visits_per_subject=2, min_subjects=1)
+    option_ranges = {"lr": POSITIVE_FLOAT, "cs_weight": NON_NEGATIVE_FLOAT,
+                     "lr_decay_start": OptionRange(float, 0, maximum=1)}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -71,10 +74,10 @@ class LongRepFinetuner(nnUNetTrainer):
     def configure_optimizers(self):
         o = self.options
         if (o.get("optimizer") or "adam") == "sgd":
-            if o.get("lr"):
+            if o.get("lr") is not None:
                 self.initial_lr = float(o["lr"])
             return super().configure_optimizers()
-        opt = torch.optim.Adam(self.network.parameters(), lr=float(o.get("lr") or 2e-4),
+        opt = torch.optim.Adam(self.network.parameters(), lr=float(option_value(o, "lr", 2e-4)),
                                betas=(float(o.get("beta1") if o.get("beta1") is not None else 0.5), 0.999))
         return opt, ConstantThenLinearLR(opt, self.num_epochs, float(o.get("lr_decay_start", 0.5)))
 

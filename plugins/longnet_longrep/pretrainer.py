@@ -19,6 +19,7 @@ from longnet.errors import LongnetError
 from longnet.planning.network import build_network_from_architecture
 from longnet.training.checkpoint import unwrap
 from longnet.training.distributed import split_batch
+from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, OptionRange, option_value
 from longnet.training.requirements import Requirements
 from longnet.training.trainer import Trainer
 from longnet_longrep.model import LongRepPretrainModel, LossWeights
@@ -42,6 +43,10 @@ class LongRepPretrainer(Trainer):
     regularisers and a denoising reconstruction head. Needs subjects with >= 2 (aligned) visits; no labels."""
 
     requirements = Requirements(min_visits_per_subject=2, min_subjects=1, labels="any")
+    option_ranges = {"proj_width": POSITIVE_INT, "pred_width": POSITIVE_INT, "num_patches": POSITIVE_INT,
+                     "lr": POSITIVE_FLOAT, "head_lr": POSITIVE_FLOAT, "head_weight_decay": NON_NEGATIVE_FLOAT,
+                     "lr_decay_start": OptionRange(float, 0, maximum=1),
+                     **{w: NON_NEGATIVE_FLOAT for w in ("lambda_sim", "alpha_rec", "mu_var", "gamma_cov", "beta_orth")}}
     prediction_task = "none"  # its checkpoint initialises LongRepFinetuner
     best_metric = "val_loss"
     best_metric_mode = "min"
@@ -85,11 +90,11 @@ class LongRepPretrainer(Trainer):
     def build_network(self) -> nn.Module:
         unet = build_network_from_architecture(self.configuration_manager.architecture, self.num_input_channels,
                                                self.label_manager.num_segmentation_heads, deep_supervision=False)
-        width = int(self.options.get("proj_width") or 2048)
+        width = int(option_value(self.options, "proj_width", 2048))
         model = LongRepPretrainModel(unet, self.num_input_channels, self.label_manager.num_segmentation_heads,
-                                     proj_width=width, pred_width=int(self.options.get("pred_width") or
-                                                                      max(1, width // 4)),
-                                     num_patches=int(self.options.get("num_patches") or 128),
+                                     proj_width=width,
+                                     pred_width=int(option_value(self.options, "pred_width", max(1, width // 4))),
+                                     num_patches=int(option_value(self.options, "num_patches", 128)),
                                      weights=self.loss_weights())
         self.print("LongRep taps: " + ", ".join(f"{t.name} ({t.module_name}, {t.channels} ch, 1/"
                                                  f"{'x'.join(map(str, t.downsampling))})" for t in model.taps))
@@ -103,9 +108,9 @@ class LongRepPretrainer(Trainer):
         heads = list(net.longrep_heads.parameters())
         head_ids = {id(p) for p in heads}
         rest = [p for p in net.parameters() if id(p) not in head_ids]
-        groups = [{"params": rest, "lr": float(o.get("lr") or 2e-4), "weight_decay": 0.0,
+        groups = [{"params": rest, "lr": float(option_value(o, "lr", 2e-4)), "weight_decay": 0.0,
                    "betas": (float(o.get("beta1") if o.get("beta1") is not None else 0.9), 0.999)},
-                  {"params": heads, "lr": float(o.get("head_lr") or 2e-4),
+                  {"params": heads, "lr": float(option_value(o, "head_lr", 2e-4)),
                    "weight_decay": float(o.get("head_weight_decay") if o.get("head_weight_decay") is not None
                                          else 1e-2)}]
         opt = torch.optim.AdamW(groups)

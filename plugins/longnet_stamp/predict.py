@@ -102,6 +102,8 @@ def predict_probe(model_folder: Path, folds: Sequence[str] | None, input_folder:
                   args: argparse.Namespace, device: torch.device) -> Path:
     """Write output_folder/predictions.csv for every raw case of input_folder; returns its path."""
     model_folder, output_folder, device = Path(model_folder), Path(output_folder), torch.device(device)
+    if getattr(args, "prior_samples", None) is not None and args.prior_samples < 1:  # before the output folder
+        raise LongnetError(f"--prior-samples must be an integer >= 1, got {args.prior_samples}")
     _check_output(input_folder, output_folder)
     models, thresholds, extras, ckpts = [], [], [], []
     for path in fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None)):
@@ -116,7 +118,8 @@ def predict_probe(model_folder: Path, folds: Sequence[str] | None, input_folder:
         extras.append(extra)
     horizon = getattr(args, "horizon_days", None)
     horizon = float(extras[0]["horizon_days"] if horizon is None else horizon)
-    samples = getattr(args, "prior_samples", None) or int(extras[0].get("prior_samples") or 1)
+    samples = getattr(args, "prior_samples", None)
+    samples = int(extras[0].get("prior_samples") or 1) if samples is None else samples
     threshold = float(np.mean(thresholds))
     inputs = _Inputs(model_folder, ckpts[0], models[0].stamp.cfg.img_size)
     cases = inputs.cases(Path(input_folder))
@@ -176,7 +179,7 @@ def predict_from_model_folder_adapter(cls, model_folder: Path, input_folder: Pat
                                       patients: str | None = None, checkpoint_name: str = "checkpoint_final.pth",
                                       visits: str | None = None, **_: Any) -> int:
     """For `longnet_predict` versions that call `predict_from_model_folder` instead of `run_prediction`."""
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     cls.add_prediction_arguments(parser)
     args = parser.parse_args([])
     args.patients, args.visits, args.checkpoint = patients, visits, checkpoint_name

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from longnet.errors import LongnetError
 from longnet.evaluation.classification import classification_metrics
 from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
+from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, option_value
 from longnet.training.schedulers import WarmupCosineScheduler
 from longnet.training.trainer import Trainer
 from longnet.utils.files import save_json
@@ -67,6 +68,8 @@ class STAMPProbeTrainer(Trainer):
     """Frozen encoder + attention-pooling probe; AdamW lr 1e-3, wd 0, warm-up then cosine (per epoch)."""
 
     prediction_task = "classification"
+    option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "warmup_epochs": NON_NEGATIVE_INT,
+                     "prior_samples": POSITIVE_INT, "probe_heads": POSITIVE_INT}
     num_epochs = 200
     num_iterations_per_epoch = 25
     num_val_iterations_per_epoch = 1
@@ -167,7 +170,7 @@ class STAMPProbeTrainer(Trainer):
 
     def configure_optimizers(self):
         probe = unwrap(self.network).probe
-        lr = float(self.options.get("lr") or self.base_lr)
+        lr = float(option_value(self.options, "lr", self.base_lr))
         opt = torch.optim.AdamW(param_groups(probe, 0.0), lr=lr, weight_decay=0.0)
         warm = self.options.get("warmup_epochs")
         warm = min(10, self.num_epochs // 10) if warm is None else int(warm)
@@ -186,7 +189,7 @@ class STAMPProbeTrainer(Trainer):
     def train_loader(self):
         from longnet.training.distributed import split_batch
 
-        total = int(self.options.get("batch_size") or 32)
+        total = int(option_value(self.options, "batch_size", 32))
         local = split_batch(total, self.dist.world_size, self.dist.rank)[0]
         batcher = ScanBatcher(self._train_index, self._train_targets, local, self.input_size, self.horizon,
                               train=not self.cached, cache_bytes=cache_bytes(), images=not self.cached)
@@ -243,7 +246,7 @@ class STAMPProbeTrainer(Trainer):
         return {"loss": self._bce(logits, batch["target"])}
 
     def validation_step(self, batch: dict) -> dict:
-        samples = int(self.options.get("prior_samples") or 1)
+        samples = int(option_value(self.options, "prior_samples", 1))
         net = unwrap(self.network)
         if self.cached:
             prob = net.predict_proba(None, None, samples, encoded=self._encoded("val", batch["index"]))
@@ -267,7 +270,7 @@ class STAMPProbeTrainer(Trainer):
         return {"stamp_config": self.stamp_config.to_dict() if self.stamp_config else None,
                 "target": self.target, "horizon_days": self.horizon, "threshold": float(self.threshold),
                 "probe_heads": int(unwrap(self.network).probe.heads) if self.network is not None else None,
-                "prior_samples": int(self.options.get("prior_samples") or 1),
+                "prior_samples": int(option_value(self.options, "prior_samples", 1)),
                 "use_latent": bool(unwrap(self.network).use_latent) if self.network is not None else True,
                 "encoder": str(self.options.get("encoder") or "random")}
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 from longnet.data.longitudinal import IntraSubjectPairSampler, frozen_draws, frozen_draws_path
 from longnet.errors import LongnetError
 from longnet.training.requirements import Requirements
+from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, option_value
 from longnet.training.trainer import Trainer
 from longnet.utils.files import save_json
 from longnet_stamp.common import cache_bytes, param_groups, resolve_window, set_lr, split_index, warmup_cosine_lr
@@ -40,6 +41,7 @@ class STAMPTrainer(Trainer):
     """Pairs (x_t, x_t+Δt) of one subject; past fully visible with Δt on its CLS, future 75% masked."""
 
     requirements = Requirements(min_visits_per_subject=2, labels="any")
+    option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "warmup_epochs": NON_NEGATIVE_INT}
     prediction_task = "embedding"
     num_epochs = 800
     num_iterations_per_epoch = 250
@@ -78,7 +80,7 @@ class STAMPTrainer(Trainer):
         """Pairs per step on this process: the global batch split over DDP ranks, as the core does."""
         from longnet.training.distributed import split_batch
 
-        total = int(self.options.get("batch_size") or self.configuration_manager.batch_size)
+        total = int(option_value(self.options, "batch_size", self.configuration_manager.batch_size))
         return split_batch(total, self.dist.world_size, self.dist.rank)[0]
 
     def build_config(self) -> STAMPConfig:
@@ -103,7 +105,7 @@ class STAMPTrainer(Trainer):
 
     @property
     def lr(self) -> float:
-        return float(self.options.get("lr") or self.base_lr)
+        return float(option_value(self.options, "lr", self.base_lr))
 
     def _current_lr(self) -> float:
         warm = self.options.get("warmup_epochs")
