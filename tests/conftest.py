@@ -96,6 +96,15 @@ def make_raw_dataset(root: str | Path, n_cases: int = 4, n_channels: int = 1,
     return folder
 
 
+def longnet_roots(root: Path, monkeypatch) -> dict[str, Path]:
+    """root/{raw,pre,res} created and set as LONGNET_RAW / LONGNET_PREPROCESSED / LONGNET_RESULTS."""
+    env = {"LONGNET_RAW": root / "raw", "LONGNET_PREPROCESSED": root / "pre", "LONGNET_RESULTS": root / "res"}
+    for key, folder in env.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(key, str(folder))
+    return env
+
+
 @pytest.fixture
 def raw_dataset_factory(tmp_path):
     """`raw_dataset_factory(**kwargs)` -> make_raw_dataset(tmp_path, **kwargs)."""

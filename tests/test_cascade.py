@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import make_raw_dataset
+from conftest import longnet_roots, make_raw_dataset
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main
@@ -25,11 +25,8 @@ TINY = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--no-val
 @pytest.fixture(scope="module")
 def cascade_roots(tmp_path_factory):
     root = tmp_path_factory.mktemp("cascade")
-    env = {"LONGNET_RAW": root / "raw", "LONGNET_PREPROCESSED": root / "pre", "LONGNET_RESULTS": root / "res"}
     mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        v.mkdir()
-        mp.setenv(k, str(v))
+    env = longnet_roots(root, mp)
     raw = make_raw_dataset(env["LONGNET_RAW"], n_cases=6, shape=(48, 48, 48), name=NAME,
                            labels={"background": 0, "a": 1, "b": 2})
     (root / "input").mkdir()

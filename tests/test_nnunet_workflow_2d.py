@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO_ROOT, make_raw_dataset
+from conftest import REPO_ROOT, longnet_roots, make_raw_dataset
 from longnet.cli.evaluate_simple import main_simple as main_evaluate_simple
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
@@ -26,11 +26,8 @@ TINY = ["--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "1", "-device"
 @pytest.fixture(scope="module")
 def trained_2d(tmp_path_factory):
     root = tmp_path_factory.mktemp("twod")
-    env = {"LONGNET_RAW": root / "raw", "LONGNET_PREPROCESSED": root / "pre", "LONGNET_RESULTS": root / "res"}
     mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        v.mkdir()
-        mp.setenv(k, str(v))
+    env = longnet_roots(root, mp)
     raw = make_raw_dataset(env["LONGNET_RAW"], n_cases=6, shape=(24, 20, 10), spacing=(1.0, 1.0, 3.0),
                            name=NAME, labels={"background": 0, "a": 1, "b": 2})
     assert main_plan_and_preprocess(["-d", "997", "-np", "1"]) == 0  # nnU-Net's defaults: 2d 3d_fullres 3d_lowres

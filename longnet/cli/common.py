@@ -2,6 +2,7 @@
 exit code 1, not a traceback."""
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import signal
@@ -99,6 +100,31 @@ def cli_main(fn: Callable[[Argv], int | None]) -> Callable[[Argv], int]:
         return run_cli(fn, argv)
 
     return main
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends `(default: X)` to an option's help unless its text already names the default, so `-h` shows every
+    default once (argparse's ArgumentDefaultsHelpFormatter repeats it, and prints `None` for computed defaults)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.required or not action.option_strings or action.nargs == 0:
+            return text
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def help_requested(argv: Sequence[str] | None) -> bool:
+    """True when -h/--help appears before a `--` (argparse would print help): lets a command skip slow work, such
+    as importing a trainer, that only matters for a real run."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    for a in args:
+        if a == "--":
+            return False
+        if a in ("-h", "--help"):
+            return True
+    return False
 
 
 def check_name(value: str, flag: str) -> str:

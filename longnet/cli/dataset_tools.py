@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from longnet.cli.common import check_name, cli_main
+from longnet.cli.common import HelpFormatter, check_name, cli_main
 from longnet.errors import LongnetError
 from longnet.utils.parallel import default_num_processes
 
 
 def build_overlay_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_plot_overlay_pngs", allow_abbrev=False,
+        prog="longnet_plot_overlay_pngs", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Write <out>/<case>.png for every training case: the slice (axis 0) with the most foreground, "
                     "labels painted over the image. Uses the preprocessed arrays of a configuration unless "
                     "--use_raw. Spacing is ignored.")
@@ -36,7 +36,7 @@ def build_overlay_parser() -> argparse.ArgumentParser:
 
 def build_move_plans_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_move_plans_between_datasets", allow_abbrev=False,
+        prog="longnet_move_plans_between_datasets", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Copy the plans of a source dataset to a target dataset ($LONGNET_PREPROCESSED/<target>/"
                     "<tp>.json, its folder must exist), renaming dataset_name, plans_name and the data "
                     "identifiers, and choosing the image reader for the target's files.")
@@ -52,7 +52,7 @@ def build_move_plans_parser() -> argparse.ArgumentParser:
 
 def build_convert_old_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_convert_old_nnUNet_dataset", allow_abbrev=False,
+        prog="longnet_convert_old_nnUNet_dataset", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Copy an nnU-Net v1 raw task folder (imagesTr, labelsTr, optional imagesTs/labelsTs/"
                     "imagesVal/labelsVal, dataset.json) into $LONGNET_RAW/<output_dataset_name> with a v2 "
                     "dataset.json. Refuses if the target exists.")

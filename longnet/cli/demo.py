@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import longnet.demo.segmentation  # noqa: F401  (registers the nnUNetTrainer recipe)
-from longnet.cli.common import Argv, cli_main
+from longnet.cli.common import Argv, HelpFormatter, cli_main
 from longnet.demo.recipes import (CONFIG, RECIPES, SETTINGS, DemoContext, DemoSettings, RecipeResult, call_command,
                                   demo_environment, load_recipe_plugins, plan_recipes, registered_trainers)
 from longnet.demo.synthetic import DEFAULT_DATASET_ID, dataset_folder_name, generate_demo_dataset
@@ -117,7 +117,7 @@ def _default_device() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="longnet_demo", allow_abbrev=False, description="Generate the embedded synthetic longitudinal "
+    p = argparse.ArgumentParser(prog="longnet_demo", allow_abbrev=False, formatter_class=HelpFormatter, description="Generate the embedded synthetic longitudinal "
                                 "dataset and run the whole longnet pipeline on it.")
     p.add_argument("--out", default="longnet_demo_out", help="output folder (default: ./longnet_demo_out)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import HelpFormatter, cli_main
 from longnet.utils.parallel import default_num_processes
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_ensemble", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="longnet_ensemble", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Average the {case}.npz probabilities of several prediction folders (written with "
                     "--save_probabilities / --npz; all folders must hold the same cases) and write the argmax "
                     "label maps in the first folder's geometry, with its dataset.json.")

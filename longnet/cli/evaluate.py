@@ -8,14 +8,14 @@ from typing import Sequence
 
 import numpy as np
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import HelpFormatter, cli_main
 from longnet.errors import LongnetError
 from longnet.utils.files import load_json, save_json
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_evaluate", allow_abbrev=False,
+        prog="longnet_evaluate", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Compare predictions with references and write summary.json. segmentation (default): Dice, "
                     "IoU, HD95 per label in nnU-Net's schema, plus ASPC between consecutive visits with "
                     "--patients. forecast: NRMSE/PSNR/SSIM of predicted vs true images. classification: "
@@ -24,14 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "embeddings.npz vs the mean distance between subjects (+ Spearman with |score change|).")
     p.add_argument("gt", help="reference folder (classification: targets CSV, or a folder with visitsTr.csv)")
     p.add_argument("pred", help="prediction folder (classification: CSV; embedding: embeddings.npz or its folder)")
-    p.add_argument("-d", dest="dataset", default=None, help="dataset id: labels from its dataset.json")
-    p.add_argument("-djfile", default=None, help="dataset.json to take labels and file ending from")
-    p.add_argument("-pfile", default=None, help="(accepted for nnU-Net compatibility; not needed)")
+    p.add_argument("-d", dest="dataset", default=None, help="dataset id: labels from its dataset.json (default: "
+                   "-djfile, else the dataset.json in PRED_DIR or next to GT_DIR)")
+    p.add_argument("-djfile", default=None, help="dataset.json to take labels and file ending from (default: see -d)")
+    p.add_argument("-pfile", default=None, help="accepted for nnU-Net compatibility and ignored (default: none)")
     p.add_argument("--patients", default=None, help="{subject: [cases in time order]} json (segmentation: ASPC, "
-                   "and STCS for visit pairs on one grid; embedding: MCCD)")
+                   "and STCS for visit pairs on one grid; embedding: MCCD; default: none)")
     p.add_argument("-o", dest="output", default=None, help="summary file (default PRED_DIR/summary.json)")
     p.add_argument("--task", default="segmentation", choices=["segmentation", "forecast", "classification",
-                                                              "embedding"])
+                                                              "embedding"],
+                   help="what the predictions are: label maps, forecast images, class probabilities (CSV) or "
+                        "embeddings (see the description above)")
     p.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--chill", action="store_true", help="evaluate only references that have a prediction")
     p.add_argument("--no_hd95", action="store_true", help="skip HD95 (the slowest metric)")
@@ -52,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=None,
                    help="classification: score change beyond which a visit pair counts as improved/worsened; "
                         "targets (improve/stable/worsen) come from the reference visits CSV's --score column and "
-                        "the predictions' case_from/case pairs (LEARNER change_predictions.csv)")
+                        "the predictions' case_from/case pairs (LEARNER change_predictions.csv; default: none, "
+                        "binary targets from --target)")
     p.add_argument("--score", default=None, help="classification with --delta, embedding: score column of the "
                    "reference visits CSV (default 'score'); embedding: adds the Spearman correlation of "
                    "consecutive-visit distance with |score change|")
@@ -103,7 +107,7 @@ def evaluate_segmentation(args: argparse.Namespace) -> dict:
     targets = lm.foreground_regions if lm.has_regions else lm.foreground_labels
     ending = dj.get("file_ending", ".nii.gz")
     summary = evaluate_folders(args.gt, args.pred, targets, ending, lm.ignore_label, args.num_processes,
-                               not args.no_hd95, args.chill)
+                               not args.no_hd95, args.chill, allowed_values=lm.valid_values)
     subjects = _load_subjects(args.patients)
     if subjects is not None:
         vp, vr = volumes_from_summary(summary["metric_per_case"], ending)
@@ -339,12 +343,17 @@ def evaluate_embedding(args: argparse.Namespace) -> dict:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
+    from longnet.evaluation.input_checks import check_folders, check_output
+
     args = build_parser().parse_args(argv)
     run = {"segmentation": evaluate_segmentation, "forecast": evaluate_forecast,
            "classification": evaluate_classification, "embedding": evaluate_embedding}[args.task]
-    summary = run(args)
     pred = Path(args.pred)
     out = Path(args.output) if args.output else (pred if pred.is_dir() else pred.parent) / "summary.json"
+    if args.task in ("segmentation", "forecast") and Path(args.gt).is_dir() and pred.is_dir():
+        check_folders(args.gt, pred)
+    check_output(out, args.gt)  # before any work: the reference folder stays as given
+    summary = run(args)
     save_json(summary, out, sort_keys=args.task == "segmentation")  # nnU-Net sorts summary.json's keys
     fg = summary.get("foreground_mean", {}).get("Dice")
     print(f"wrote {out}" + (f" (mean foreground Dice {fg:.4f})" if fg is not None else ""))

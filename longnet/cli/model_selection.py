@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from longnet.cli.common import check_name, cli_main
+from longnet.cli.common import HelpFormatter, check_name, cli_main
 from longnet.errors import LongnetError
 from longnet.utils.parallel import default_num_processes
 
@@ -16,13 +16,13 @@ DEFAULT_FOLDS = [0, 1, 2, 3, 4]
 def build_accumulate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="longnet_accumulate_crossval_results", allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Merge the validation predictions of a model's folds into one folder and evaluate them "
                     "(summary.json against RAW labelsTr, else PRE gt_segmentations).")
     p.add_argument("dataset", help="dataset id or DatasetXXX_Name")
     p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 3d_fullres")
     p.add_argument("-o", dest="output", default=None,
-                   help="output folder, empty or absent; None: MODEL/crossval_results_folds_<folds>")
+                   help="output folder, empty or absent (default: MODEL/crossval_results_folds_<folds>)")
     p.add_argument("-f", dest="folds", type=int, nargs="+", default=DEFAULT_FOLDS, help="folds to merge")
     p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans name")
     p.add_argument("-tr", dest="trainer", default="nnUNetTrainer", help="trainer name")
@@ -32,7 +32,7 @@ def build_accumulate_parser() -> argparse.ArgumentParser:
 def build_find_best_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="longnet_find_best_configuration", allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Score every trained configuration (and every pair ensemble) by cross-validation, pick the "
                     "best, determine its postprocessing and write inference_information.json and "
                     "inference_instructions.txt into RES/<dataset>/. With patientsTr.json in the raw dataset, "

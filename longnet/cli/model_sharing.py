@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from longnet.cli.common import check_name, cli_main
+from longnet.cli.common import HelpFormatter, check_name, cli_main
 from longnet.errors import LongnetError
 from longnet.model_sharing.export import DEFAULT_CHECKPOINTS, DEFAULT_CONFIGURATIONS, DEFAULT_FOLDS
 
 
 def build_export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_export_model_to_zip", allow_abbrev=False,
+        prog="longnet_export_model_to_zip", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Write a trained model (checkpoints, plans, dataset.json, fingerprint, validation summaries, "
                     "matching ensembles and inference information) from $LONGNET_RESULTS into a zip that "
                     "longnet_install_pretrained_model_from_zip or nnUNetv2_install_pretrained_model_from_zip installs.")
@@ -39,7 +39,7 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 def build_install_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_install_pretrained_model_from_zip", allow_abbrev=False,
+        prog="longnet_install_pretrained_model_from_zip", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Extract a model zip (from longnet_export_model_to_zip or nnU-Net) into $LONGNET_RESULTS "
                     "(fallback nnUNet_results). Zips with members that would land outside it (absolute paths, "
                     "'..', symbolic links) are refused before anything is written.")

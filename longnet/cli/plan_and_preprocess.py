@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from longnet.cli.common import cli_main, print_warnings
+from longnet.cli.common import HelpFormatter, cli_main, print_warnings
 from longnet.dataset.raw import RawDataset
 from longnet.errors import LongnetError
 from longnet.paths import dataset_name_from_id, preprocessed_root, raw_root
@@ -24,7 +24,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fingerprint(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-npfp", type=int, default=None, help="processes for fingerprint extraction")
+    p.add_argument("-npfp", type=int, default=None,
+                   help="processes for fingerprint extraction (default: -np, else min(CPU cores, 8))")
     p.add_argument("--verify_dataset_integrity", action="store_true",
                    help="check every file (geometry, labels, NaN, subjects, days) before anything is written")
     p.add_argument("--clean", action="store_true", help="recompute the fingerprint even if it exists")
@@ -32,10 +33,15 @@ def _add_fingerprint(p: argparse.ArgumentParser) -> None:
 
 def _add_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("-pl", default="ExperimentPlanner", help="planner (entry point in longnet.planners)")
-    p.add_argument("-gpu_memory_target", type=float, default=None, help="GPU memory target in GB")
-    p.add_argument("-preprocessor_name", default="DefaultPreprocessor")
-    p.add_argument("-overwrite_target_spacing", nargs="+", type=float, default=None)
-    p.add_argument("-overwrite_plans_name", default=None)
+    p.add_argument("-gpu_memory_target", type=float, default=None,
+                   help="GPU memory target in GB (default: the planner's, 8 for ExperimentPlanner)")
+    p.add_argument("-preprocessor_name", default="DefaultPreprocessor",
+                   help="preprocessor recorded in the plans (nnU-Net compatibility)")
+    p.add_argument("-overwrite_target_spacing", nargs="+", type=float, default=None,
+                   help="target spacing of 3d_fullres, one value per axis (default: the planner's choice)")
+    p.add_argument("-overwrite_plans_name", default=None,
+                   help="plans name to write, e.g. to keep several plans of one dataset (default: the planner's, "
+                        "nnUNetPlans)")
 
 
 def _add_align(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -47,9 +53,10 @@ def _add_align(p: argparse.ArgumentParser, default: str | None) -> None:
 
 def _add_preprocess(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", nargs="+", default=DEFAULT_CONFIGS, help="configurations to preprocess")
-    p.add_argument("-np", nargs="+", type=int, default=None, help="processes (one value, or one per configuration)")
+    p.add_argument("-np", nargs="+", type=int, default=None,
+                   help="processes (one value, or one per configuration; default: min(CPU cores, 8))")
     p.add_argument("-plans_name", default=None, help="plans to preprocess (default: the planner's plans name)")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="print per-case progress")
 
 
 def _folders(dataset: str) -> tuple[str, Path, Path]:
@@ -184,7 +191,7 @@ def _check_numbers(args: argparse.Namespace) -> argparse.Namespace:
 
 @cli_main
 def main_plan_and_preprocess(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_plan_and_preprocess", allow_abbrev=False,
+    p = argparse.ArgumentParser(prog="longnet_plan_and_preprocess", allow_abbrev=False, formatter_class=HelpFormatter,
                                 description="Fingerprint, plan and preprocess raw datasets (nnU-Net compatible).")
     _add_common(p)
     _add_fingerprint(p)
@@ -210,10 +217,10 @@ def main_plan_and_preprocess(argv=None) -> int:
 
 @cli_main
 def main_extract_fingerprint(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_extract_fingerprint", allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="longnet_extract_fingerprint", allow_abbrev=False, formatter_class=HelpFormatter)
     _add_common(p)
     _add_fingerprint(p)
-    p.add_argument("-np", type=int, default=None)
+    p.add_argument("-np", type=int, default=None, help="processes (default: min(CPU cores, 8))")
     args = _check_numbers(p.parse_args(argv))
     for d in args.d:
         extract_fingerprint(d, args.npfp or args.np or _default_np(), args.verify_dataset_integrity, args.clean)
@@ -222,7 +229,7 @@ def main_extract_fingerprint(argv=None) -> int:
 
 @cli_main
 def main_plan_experiment(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_plan_experiment", allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="longnet_plan_experiment", allow_abbrev=False, formatter_class=HelpFormatter)
     _add_common(p)
     _add_plan(p)
     args = _check_numbers(p.parse_args(argv))
@@ -234,7 +241,7 @@ def main_plan_experiment(argv=None) -> int:
 
 @cli_main
 def main_preprocess(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="longnet_preprocess", allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="longnet_preprocess", allow_abbrev=False, formatter_class=HelpFormatter)
     _add_common(p)
     _add_preprocess(p)
     _add_align(p, None)

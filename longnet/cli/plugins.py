@@ -5,15 +5,16 @@ import argparse
 import json
 from typing import Sequence
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import HelpFormatter, cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="longnet_plugins", allow_abbrev=False,
+    p = argparse.ArgumentParser(prog="longnet_plugins", allow_abbrev=False, formatter_class=HelpFormatter,
                                 description="List trainer and planner plugins found through installed entry points. "
                                             "A plugin that fails to import is listed with its error.")
     p.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")
-    p.add_argument("--group", default=None, help="only this entry-point group (e.g. longnet.trainers)")
+    p.add_argument("--group", default=None,
+                   help="only this entry-point group (e.g. longnet.trainers; default: trainers and planners)")
     return p
 
 

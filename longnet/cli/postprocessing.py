@@ -4,23 +4,23 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from longnet.cli.common import cli_main
+from longnet.cli.common import HelpFormatter, cli_main
 from longnet.utils.parallel import default_num_processes
 
 
 def _add_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("-plans_json", default=None,
-                   help="plans file naming the image reader/writer; None: plans.json in -i if present, "
-                        "else chosen from the file ending")
-    p.add_argument("-dataset_json", default=None, help="dataset.json with labels and file_ending; "
-                   "None: dataset.json in -i")
+                   help="plans file naming the image reader/writer (default: plans.json in -i if present, "
+                        "else chosen from the file ending)")
+    p.add_argument("-dataset_json", default=None, help="dataset.json with labels and file_ending "
+                   "(default: dataset.json in -i)")
     p.add_argument("-np", dest="num_processes", type=int, default=default_num_processes(), help="worker processes")
 
 
 def build_determine_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="longnet_determine_postprocessing", allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Decide by nnU-Net's rule whether keeping only the largest connected component (of the "
                     "whole foreground, then of each label/region) improves Dice against the references. Writes "
                     "postprocessing.json and postprocessing.pkl into -i and the postprocessed predictions into "
@@ -36,7 +36,7 @@ def build_determine_parser() -> argparse.ArgumentParser:
 def build_apply_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="longnet_apply_postprocessing", allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Apply the postprocessing decided by longnet_determine_postprocessing to every label map of "
                     "-i, writing them under the same names to -o (nothing else is copied).")
     p.add_argument("-i", dest="input", required=True, help="folder with predicted label maps")
@@ -44,8 +44,8 @@ def build_apply_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("-pp_pkl_file", default=None,
                        help="postprocessing.pkl: read through the postprocessing.json next to it (pickles are "
-                            "never loaded)")
-    which.add_argument("-pp_file", default=None, help="postprocessing.json")
+                            "never loaded); give this or -pp_file (no default)")
+    which.add_argument("-pp_file", default=None, help="postprocessing.json; give this or -pp_pkl_file (no default)")
     _add_setup(p)
     return p
 

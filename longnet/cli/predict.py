@@ -5,25 +5,27 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from longnet.cli.common import check_name, cli_main
+from longnet.cli.common import HelpFormatter, check_name, cli_main, help_requested
 from longnet.errors import LongnetError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="longnet_predict", allow_abbrev=False,
+        prog="longnet_predict", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Predict every case of an input folder ({case}_{CCCC}{ending}, nnU-Net layout) with a trained "
                     "model: sliding window (Gaussian), mirroring TTA, folds averaged, exported in each input's "
                     "geometry. Give either -d/-c (results under $LONGNET_RESULTS) or -m MODEL_FOLDER (also a "
                     "model folder trained by nnU-Net v2).")
     p.add_argument("-i", dest="input", required=True, help="input folder with {case}_{CCCC}{ending} images")
     p.add_argument("-o", dest="output", required=True, help="output folder (created)")
-    p.add_argument("-d", dest="dataset", default=None, help="dataset id or DatasetXXX_Name (with -c)")
-    p.add_argument("-c", dest="configuration", default=None, help="configuration, e.g. 3d_fullres (with -d)")
+    p.add_argument("-d", dest="dataset", default=None,
+                   help="dataset id or DatasetXXX_Name (with -c; default: none, give -m instead)")
+    p.add_argument("-c", dest="configuration", default=None,
+                   help="configuration, e.g. 3d_fullres (with -d; default: none)")
     p.add_argument("-tr", dest="trainer", default="nnUNetTrainer", help="trainer name (default nnUNetTrainer)")
     p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans name (default nnUNetPlans)")
     p.add_argument("-m", dest="model_folder", default=None,
-                   help="model folder (plans.json, dataset.json, fold_N/) instead of -d/-c/-tr/-p")
+                   help="model folder (plans.json, dataset.json, fold_N/) instead of -d/-c/-tr/-p (default: none)")
     p.add_argument("-f", dest="folds", nargs="+", default=None,
                    help="folds to ensemble (default: every fold_N with the checkpoint); 'all' = fold_all")
     p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of the tile sums; fp16 (default) reproduces nnU-Net exactly, fp32 is more precise")
     p.add_argument("-prev_stage_predictions", dest="prev_stage_predictions", default=None,
                    help="cascade (3d_cascade_fullres): folder with the previous stage's predictions "
-                        "({case}{file_ending}, e.g. from longnet_predict -c 3d_lowres)")
+                        "({case}{file_ending}, e.g. from longnet_predict -c 3d_lowres; default: none)")
     p.add_argument("-num_parts", dest="num_parts", type=int, default=1,
                    help="split the input cases into this many parts (one run per part, e.g. an array job; the "
                         "parts together equal one run; default 1)")
@@ -58,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the sliding-window sums in host memory instead of on the GPU (large images on "
                         "small GPUs; slower)")
     p.add_argument("--patients", default=None,
-                   help="patientsTs.json for longitudinal trainers (ignored by segmentation models)")
-    p.add_argument("--visits", default=None, help="visitsTs.csv (days, scores) for longitudinal trainers")
+                   help="patientsTs.json for longitudinal trainers (ignored by segmentation models; default: none)")
+    p.add_argument("--visits", default=None,
+                   help="visitsTs.csv (days, scores) for longitudinal trainers (default: none)")
     p.add_argument("--verbose", action="store_true", help="print per-case progress")
     return p
 
@@ -140,15 +143,28 @@ def _trainer_class(args: argparse.Namespace, folder: Path | None):
 
 
 def _parse(argv) -> tuple[argparse.Namespace, type | None]:
-    """Two passes: a trainer with its own prediction task (forecast, classification, embedding) adds its flags."""
+    """Two passes: a trainer with its own prediction task (forecast, classification, embedding) adds its flags.
+
+    The first pass only finds -tr/-m (no required flags, so `-tr X -h` lists X's options with or without -i/-o).
+    A trainer is imported only when named (-tr) or implied (-m): the default nnUNetTrainer segments, which
+    needs no extra flags, so plain `-h` and default runs parse without importing torch.
+    """
     parser = build_parser()
-    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # only finds the trainer, so `-tr X -h` lists X's options too
-    first.add_argument("-tr", dest="trainer", default="nnUNetTrainer")
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("-tr", dest="trainer", default=None)
     first.add_argument("-m", dest="model_folder", default=None)
     known, _ = first.parse_known_args(argv)
-    cls = _trainer_class(known, None)
+    cls = None
+    if known.trainer is not None or known.model_folder is not None:
+        named = known.trainer
+        known.trainer = named or "nnUNetTrainer"
+        cls = _trainer_class(known, None)
+        if cls is None and named and not known.model_folder and help_requested(argv):
+            parser.epilog = (f"-tr {named} is not a registered trainer (longnet_plugins lists them): the options above "
+                             "are those of segmentation models, e.g. a model folder trained by nnU-Net")
     if cls is not None and getattr(cls, "prediction_task", "segmentation") not in ("segmentation", "none"):
-        cls.add_prediction_arguments(parser)
+        group = parser.add_argument_group(f"options of {cls.__name__}")
+        cls.add_prediction_arguments(group)
     return parser.parse_args(argv), cls
 
 

@@ -3,22 +3,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
-from longnet.cli.common import check_name, cli_main
+from longnet.cli.common import HelpFormatter, check_name, cli_main, help_requested
+from longnet.training.segmentation_options import DEFAULT_TRAINER, add_segmentation_arguments
 
 _CORE = ("dataset", "configuration", "fold", "trainer", "plans", "device", "c", "num_gpus")
+LONG_CPU_SCHEDULE = 10_000  # optimiser steps beyond which a default schedule on the CPU earns a warning
 
 
 def _base_parser(add_help: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="longnet_train", add_help=add_help, allow_abbrev=False,
+                                formatter_class=HelpFormatter,
                                 description="Train one cross-validation fold (or 'all') of a preprocessed dataset. "
-                                            "Trainer plugins may add their own options (see -tr NAME -h).")
+                                            "Trainer plugins add their own options: `-tr NAME -h` lists them "
+                                            "(without -tr: nnUNetTrainer's); `longnet_plugins` lists the trainers.")
     p.add_argument("dataset", help="dataset id (e.g. 4) or folder name (Dataset004_Hippocampus)")
     p.add_argument("configuration", help="configuration in the plans, e.g. 3d_fullres or 2d")
     p.add_argument("fold", help="fold 0-4 of splits_final.json, or 'all'")
-    p.add_argument("-tr", dest="trainer", default="nnUNetTrainer", help="trainer name (default nnUNetTrainer)")
+    p.add_argument("-tr", dest="trainer", default=DEFAULT_TRAINER, help="trainer name (default nnUNetTrainer)")
     p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans name (default nnUNetPlans)")
     p.add_argument("-device", "--device", dest="device", default=None, choices=["cpu", "cuda", "mps"],
                    help="default: cuda when available, else cpu")
@@ -26,9 +31,10 @@ def _base_parser(add_help: bool) -> argparse.ArgumentParser:
                    help="number of epochs; overrides the trainer's own count, also that of variants such as "
                         "nnUNetTrainer_250epochs (default: the trainer's, nnU-Net: 1000)")
     p.add_argument("--iters-per-epoch", dest="iters_per_epoch", type=int, default=None,
-                   help="training iterations per epoch (nnU-Net: 250)")
+                   help="training iterations per epoch (default: the trainer's, nnU-Net: 250)")
     p.add_argument("--pretrained-weights", "-pretrained_weights", dest="pretrained_weights", default=None,
-                   help="checkpoint to initialise from (tensors matched by name and shape)")
+                   help="checkpoint to initialise from (tensors matched by name and shape; default: none, "
+                        "random initialisation)")
     p.add_argument("--c", "--continue", dest="c", action="store_true",
                    help="resume from checkpoint_latest (else final = done, else best)")
     p.add_argument("--num-gpus", "-num_gpus", dest="num_gpus", type=int, default=1,
@@ -63,14 +69,53 @@ def build_parser(trainer_cls=None) -> argparse.ArgumentParser:
     return p
 
 
+def _trainer_name(argv: Sequence[str] | None) -> str:
+    """The -tr value alone: a parser without the positionals, so `-h` and `-tr X -h` work with or without them."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("-tr", dest="trainer", default=DEFAULT_TRAINER)
+    return p.parse_known_args(argv)[0].trainer
+
+
+def _print_help(name: str) -> None:
+    """Help of the core options plus trainer `name`'s. The default trainer's options are declared without torch,
+    so plain `longnet_train -h` answers at once; any other trainer is imported to describe it."""
+    if name == DEFAULT_TRAINER:
+        p = _base_parser(add_help=True)
+        add_segmentation_arguments(p.add_argument_group(f"options of {DEFAULT_TRAINER}"))
+    else:
+        from longnet.registry import get_trainer
+
+        p = build_parser(get_trainer(name))
+    p.print_help()
+
+
+def _warn_long_cpu_schedule(trainer_cls: type, args: argparse.Namespace) -> None:
+    """nnU-Net's schedule (1000 x 250 steps) is sized for a GPU: on the CPU say how long it is and what to pass."""
+    if args.epochs is not None or args.iters_per_epoch is not None or args.val:
+        return
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    steps = int(trainer_cls.num_epochs) * int(trainer_cls.num_iterations_per_epoch)
+    if device == "cpu" and steps >= LONG_CPU_SCHEDULE:
+        print(f"longnet: warning: {trainer_cls.__name__}'s default schedule is {trainer_cls.num_epochs} epochs x "
+              f"{trainer_cls.num_iterations_per_epoch} iterations ({steps:,} steps, sized for a GPU): on the CPU "
+              "that takes days; for a short run pass e.g. --epochs 10 --iters-per-epoch 50", file=sys.stderr)
+
+
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
+    if help_requested(argv):
+        _print_help(_trainer_name(argv))
+        return 0
+    _base_parser(add_help=False).parse_known_args(argv)  # missing positionals fail before a trainer is imported
     from longnet.errors import LongnetError
     from longnet.registry import get_trainer
     from longnet.training.launch import TrainRequest, parse_fold, run_training, spawn_training
 
-    pre, _ = _base_parser(add_help=False).parse_known_args(argv)
-    trainer_cls = get_trainer(pre.trainer)
+    trainer_cls = get_trainer(_trainer_name(argv))
     args = build_parser(trainer_cls).parse_args(argv)
     for value, flag in ((args.plans, "-p"), (args.configuration, "configuration")):
         check_name(value, flag)  # they name the results folder
@@ -87,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["pretrained_weights"] = str(path)
     if args.num_gpus < 1:
         raise LongnetError(f"--num-gpus must be >= 1, got {args.num_gpus}")
+    _warn_long_cpu_schedule(trainer_cls, args)
     req = TrainRequest(dataset=args.dataset, configuration=args.configuration, fold=parse_fold(args.fold),
                        trainer_name=args.trainer, plans_name=args.plans, device=args.device, resume=args.c,
                        num_gpus=args.num_gpus, options=options)

@@ -8,25 +8,46 @@ import numpy as np
 import SimpleITK as sitk
 
 from longnet.dataset.nifti_raw import is_nifti, truncation_problem
+from longnet.dataset.value_checks import check_nifti_spacing, check_sitk_header, check_voxel_values
 from longnet.errors import DatasetError
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".gipl", ".gipl.gz")
 
 
-def _read_one(path: Path) -> sitk.Image:
+def checked_header(path: str | Path) -> sitk.ImageFileReader:
+    """The header of an image file, without its voxels: existing, readable, with a sane spacing, size and pixel
+    type, and (NIfTI) not cut short. Cheap, so a whole folder can be checked before anything is written."""
+    path = Path(path)
     if not path.is_file():
         raise DatasetError("file not found", path)
+    if is_nifti(path):
+        check_nifti_spacing(path)  # ITK would read a pixdim of 0, NaN or inf as 1 mm
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        img = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = next((line for line in first if "ERROR" in line or "exception" in line.lower()), first[-1] if first else "")
-        raise DatasetError(f"unreadable image file ({detail.strip()[:200]})", path) from None
+        raise DatasetError(f"unreadable image file ({_itk_detail(e)})", path) from None
+    check_sitk_header(reader, path)  # complex pixels, an absurd size or spacing: refused before allocating
     if is_nifti(path):  # ITK reads a cut-short NIfTI without complaint, padding the missing voxels
         problem = truncation_problem(path)
         if problem:
             raise DatasetError(f"unreadable image file ({problem})", path)
-    return img
+    return reader
+
+
+def _itk_detail(error: RuntimeError) -> str:
+    first = str(error).strip().splitlines()
+    detail = next((line for line in first if "ERROR" in line or "exception" in line.lower()), first[-1] if first else "")
+    return detail.strip()[:200]
+
+
+def _read_one(path: Path) -> sitk.Image:
+    reader = checked_header(path)
+    try:
+        return reader.Execute()
+    except RuntimeError as e:
+        raise DatasetError(f"unreadable image file ({_itk_detail(e)})", path) from None
 
 
 def geometry_of(img: sitk.Image) -> dict:
@@ -65,6 +86,7 @@ def read_image_files(files: Sequence[str | Path], expected_dim: int | None = 3,
         if img.GetDimension() != expected_dim:
             raise DatasetError(f"image is {img.GetDimension()}D but the dataset is {expected_dim}D", path)
         arr = sitk.GetArrayFromImage(img)
+        check_voxel_values(arr, path)  # integers that the float32 cast below would merge
         geometries.append(geometry_of(img))
         arrays.append(arr)
     ref = geometries[0]

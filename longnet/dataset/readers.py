@@ -14,6 +14,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from longnet.dataset.io import checked_label_values, geometry_mismatch, read_image_files, write_seg
+from longnet.dataset.value_checks import check_pil_header, check_spacing, check_tiff_header, check_voxel_values
 from longnet.errors import DatasetError, LongnetError
 from longnet.utils.files import atomic_path, load_json, save_json
 
@@ -123,13 +124,11 @@ class SimpleITKIO(ImageReaderWriter):
         write_seg(seg, dest, props)
 
     def image_dimension(self, path):
-        import SimpleITK as sitk
+        from longnet.dataset.io import checked_header
 
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
         try:
-            reader.ReadImageInformation()
-        except RuntimeError:
+            reader = checked_header(path)  # a header that would be refused does not vote: its read names it
+        except LongnetError:
             return None
         return 2 if reader.GetDimension() == 2 else 3
 
@@ -170,11 +169,15 @@ class NaturalImage2DIO(ImageReaderWriter):
             if path.suffix.lower() in (".tif", ".tiff"):
                 import tifffile
 
+                check_tiff_header(path)
                 return np.asarray(tifffile.imread(str(path)))
             from PIL import Image
 
             with Image.open(path) as im:
+                check_pil_header(im, path)
                 return np.asarray(im)
+        except DatasetError:
+            raise
         except Exception as e:  # Pillow/tifffile raise many types for a corrupt file
             raise DatasetError(f"unreadable image file ({type(e).__name__}: {str(e).strip()[:200]})", path) from None
 
@@ -185,6 +188,7 @@ class NaturalImage2DIO(ImageReaderWriter):
         for f in files:
             path = Path(f)
             arr = self._load(path)
+            check_voxel_values(arr, path)
             if arr.ndim == 2:
                 arr = arr[None]
             elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
@@ -253,6 +257,7 @@ class Tiff3DIO(ImageReaderWriter):
         if not isinstance(spacing, list) or len(spacing) != 3 or not all(
                 isinstance(s, (int, float)) and s > 0 for s in spacing):
             raise DatasetError(f"'spacing' must be a list of 3 positive numbers (z, y, x), got {spacing!r}", side)
+        check_spacing(spacing, side)  # also inf and absurdly small values
         return [float(s) for s in spacing]
 
     @staticmethod
@@ -261,6 +266,7 @@ class Tiff3DIO(ImageReaderWriter):
 
         if not path.is_file():
             raise DatasetError("file not found", path)
+        check_tiff_header(path)
         try:
             return np.asarray(tifffile.imread(str(path)))
         except Exception as e:
@@ -273,6 +279,7 @@ class Tiff3DIO(ImageReaderWriter):
         for f in files:
             path = Path(f)
             arr = self._load(path)
+            check_voxel_values(arr, path)
             if arr.ndim != 3:
                 raise DatasetError(f"a 3D TIFF must hold a (z, y, x) stack, got array shape {arr.shape}", path)
             self._check_dim(path, 3, expected_dim)

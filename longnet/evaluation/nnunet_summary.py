@@ -27,10 +27,13 @@ def evaluate_to_summary(gt_dir: str | Path, pred_dir: str | Path, dataset_json: 
 
     `chill` (nnU-Net's default inside the pipeline): only predicted cases are evaluated; `reader_writer` names
     the reader class (default: any image SimpleITK reads)."""
+    from longnet.evaluation.input_checks import check_output
+
     lm = LabelManager.from_dataset_json(dataset_json)
+    check_output(output_file, gt_dir)
     summary = evaluate_folders(gt_dir, pred_dir, targets_of(lm), dataset_json.get("file_ending", ".nii.gz"),
                                lm.ignore_label, num_processes, compute_hd95=False, allow_missing=chill,
-                               nnunet_schema=True, reader_writer=reader_writer)
+                               nnunet_schema=True, reader_writer=reader_writer, allowed_values=lm.valid_values)
     write_summary(summary, output_file)
     return summary
 

@@ -112,14 +112,14 @@ def _read_label_map(path: str, reader_writer: str | None) -> tuple[np.ndarray, d
 
 
 def _evaluate_pair(args) -> dict:
-    from longnet.dataset.readers import props_mismatch
+    from longnet.evaluation.input_checks import check_geometry, check_label_values
 
-    ref_file, pred_file, labels_or_regions, ignore_label, compute_hd95, extras, reader_writer = args
+    ref_file, pred_file, labels_or_regions, ignore_label, compute_hd95, extras, reader_writer, allowed = args
     ref, ref_props = _read_label_map(ref_file, reader_writer)
+    check_label_values(ref, allowed, ref_file)
     pred, pred_props = _read_label_map(pred_file, reader_writer)
-    if ref.shape != pred.shape:
-        problem = props_mismatch(ref.shape, ref_props, pred.shape, pred_props)
-        raise LongnetError(f"prediction does not match the reference grid ({problem})", pred_file)
+    check_label_values(pred, allowed, pred_file)
+    check_geometry(ref.shape[1:], ref_props, pred.shape[1:], pred_props, pred_file)  # same shape is not enough
     spacing = ref_props["spacing"] if extras else None  # spacing adds volumes, beyond nnU-Net's schema
     metrics = compute_metrics(pred[0], ref[0], labels_or_regions, ignore_label, spacing, compute_hd95 and extras)
     return {"prediction_file": str(pred_file), "reference_file": str(ref_file), "metrics": metrics}
@@ -157,16 +157,22 @@ def aggregate(metric_per_case: list[dict], with_median: bool = True) -> dict:
 def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, labels_or_regions: Sequence[LabelOrRegion],
                      file_ending: str = ".nii.gz", ignore_label: int | None = None, num_processes: int = 1,
                      compute_hd95: bool = True, allow_missing: bool = False, nnunet_schema: bool = False,
-                     reader_writer: str | None = None) -> dict:
+                     reader_writer: str | None = None, allowed_values: Iterable[int] | None = None) -> dict:
     """Evaluate every reference in `gt_dir` against the same-named file in `pred_dir` (nnU-Net's rule: a
     missing prediction is an error unless `allow_missing`).
 
     `nnunet_schema` gives exactly nnU-Net's summary (the eight counts and ratios, no HD95, volumes or median);
-    `reader_writer` names the reader class (nnU-Net's names) instead of reading any image through SimpleITK."""
+    `reader_writer` names the reader class (nnU-Net's names) instead of reading any image through SimpleITK;
+    `allowed_values` (dataset.json's label values) refuses any other value in a reference or prediction. A
+    folder compared with itself, and a prediction on another grid than its reference, are refused."""
+    from longnet.evaluation.input_checks import check_folders
+
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for d in (gt_dir, pred_dir):
         if not d.is_dir():
             raise LongnetError("folder not found", d)
+    check_folders(gt_dir, pred_dir)
+    allowed = sorted(set(int(v) for v in allowed_values)) if allowed_values is not None else None
     refs = sorted(p for p in gt_dir.iterdir() if p.name.endswith(file_ending) and not p.name.startswith("."))
     if not refs:
         raise LongnetError(f"no reference files ending in {file_ending}", gt_dir)
@@ -177,8 +183,8 @@ def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, labels_or_regions
     pairs = [(r, pred_dir / r.name) for r in refs if (pred_dir / r.name).is_file()]
     if not pairs:
         raise LongnetError("no prediction matches a reference file", pred_dir)
-    jobs = [(str(r), str(p), list(labels_or_regions), ignore_label, compute_hd95, not nnunet_schema, reader_writer)
-            for r, p in pairs]
+    jobs = [(str(r), str(p), list(labels_or_regions), ignore_label, compute_hd95, not nnunet_schema, reader_writer,
+             allowed) for r, p in pairs]
     per_case = map_processes(_evaluate_pair, jobs, num_processes)
     summary = {"metric_per_case": per_case}
     summary.update(aggregate(per_case, with_median=not nnunet_schema))

@@ -248,6 +248,13 @@ class Predictor:
         return total
 
     @property
+    def input_dimension(self) -> int | None:
+        """2 or 3: the dimension of the images this model takes (None if its plans do not tell)."""
+        from longnet.inference.input_checks import model_image_dimension
+
+        return model_image_dimension(self.plans, self.configuration_name)
+
+    @property
     def previous_stage(self) -> str | None:
         """The configuration whose predictions a cascade needs (`-prev_stage_predictions`), else None."""
         return self.configuration.previous_stage
@@ -272,12 +279,15 @@ class Predictor:
                    ) -> tuple[np.ndarray, dict]:
         """Read and preprocess one case exactly as training data was preprocessed."""
         from longnet.dataset.reader_choice import check_channel_count, reader_writer_for_plans
+        from longnet.fingerprint.extractor import check_finite
         from longnet.preprocessing.preprocessor import preprocess_case
 
-        data, props = reader_writer_for_plans(self.plans).read_images(files)  # the class the plans name
+        # the class the plans name, refusing images of another dimension than the model's
+        data, props = reader_writer_for_plans(self.plans).read_images(files, self.input_dimension)
         n_channels = len(self.dataset_json.get("channel_names") or self.dataset_json.get("modality") or {})
         if n_channels:
             check_channel_count(data.shape[0], files, n_channels)
+        check_finite(data, files, raw_bytes=True)  # as for training data: SimpleITK would read NaN as 0
         prev = None
         if previous_stage_file is not None:  # like a ground truth: transposed, cropped (-1 outside), resampled
             prev, _ = reader_writer_for_plans(self.plans).read_seg(previous_stage_file)
@@ -298,10 +308,15 @@ class Predictor:
         """Predict `[(case_id, [channel files])]` into `out_dir/{case}{ending}`; returns the files written.
 
         With `continue_prediction`, cases whose output exists are skipped (outputs are written atomically, so
-        an existing file is complete)."""
+        an existing file is complete). Every input's header and dimension is checked before anything is written;
+        `out_dir` is created once the first case has been read, and dataset.json/plans.json are written at the
+        end, so a case that fails midway leaves only complete predictions behind."""
+        from longnet.dataset.reader_choice import reader_writer_for_plans
+        from longnet.inference.input_checks import check_prediction_inputs
+
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(out_dir)
+        if out_dir.is_dir():
+            remove_stale_temp_files(out_dir)
         ending = file_ending or self.dataset_json.get("file_ending", ".nii.gz")
         todo = []
         for cid, files in cases:
@@ -311,7 +326,8 @@ class Predictor:
             if continue_prediction and done:
                 continue
             todo.append((cid, list(files), dest))
-        self._write_model_info(out_dir)
+        check_prediction_inputs(reader_writer_for_plans(self.plans), [(cid, files) for cid, files, _ in todo],
+                                self.input_dimension, self.configuration_name)
         if len(todo) < len(cases):
             self._log(f"skipping {len(cases) - len(todo)} case(s) already predicted")
         written: list[Path] = []
@@ -328,6 +344,7 @@ class Predictor:
             for i, (cid, _, dest) in enumerate(todo):
                 t0 = time.perf_counter()
                 data, props = ahead.popleft().result()
+                out_dir.mkdir(parents=True, exist_ok=True)  # first case read: there will be an output
                 if i + lookahead < len(todo):
                     ahead.append(pre_pool.submit(prepare, todo[i + lookahead]))
                 on_device = self.segment_on_device and not save_probabilities
@@ -345,6 +362,8 @@ class Predictor:
             while pending:
                 written.append(pending.popleft().result())
         bar.close()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._write_model_info(out_dir)
         return written
 
     def _write_model_info(self, out_dir: Path) -> None:

@@ -22,6 +22,7 @@ from longnet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELos
 from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_INT
 from longnet.training.requirements import Requirements
 from longnet.training.schedulers import PolyLRScheduler
+from longnet.training.segmentation_options import add_segmentation_arguments
 from longnet.training.trainer import Trainer
 
 
@@ -45,22 +46,7 @@ class nnUNetTrainer(Trainer):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
-                            help="validation iterations per epoch (default 50)")
-        parser.add_argument("--disable-final-validation", dest="disable_final_validation", action="store_true",
-                            help="skip the full-image validation after training")
-        parser.add_argument("--no-validation-mirroring", dest="no_validation_mirroring", action="store_true",
-                            help="final validation without mirroring test-time augmentation (faster)")
-        parser.add_argument("--augmentation", choices=["auto", "cpu", "gpu"], default="auto",
-                            help="where training augmentation runs: 'cpu' = per sample in the loader workers "
-                                 "(nnU-Net's way), 'gpu' = batched on the training device after the transfer "
-                                 "(also works on a CPU device), 'auto' (default) = gpu on CUDA, cpu otherwise")
-        parser.add_argument("--labelled-subjects", dest="labelled_subjects", type=int, default=None,
-                            help="label budget for one-/few-shot runs: use the labels of only N subjects of the "
-                                 "training split (chosen by --labelled-seed); the others count as unlabelled")
-        parser.add_argument("--labelled-seed", dest="labelled_seed", type=int, default=0,
-                            help="seed that picks the --labelled-subjects subjects (default 0, independent of "
-                                 "--seed so that different trainers/seeds share one label budget)")
+        add_segmentation_arguments(parser)  # declared apart from torch so `longnet_train -h` is instant
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

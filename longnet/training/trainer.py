@@ -291,9 +291,12 @@ class Trainer(TrainerStateMixin):
                 self.print("--c given but no checkpoint found: starting a new training")
             else:
                 kind, path = found
-                self.load_checkpoint(path)
+                ckpt = self.load_checkpoint(path)
                 self.print(f"resumed from {path.name} at epoch {self.current_epoch}"
                            + (f", iteration {self._resume_iteration}" if self._resume_iteration else ""))
+                if kind != "final" and ckpt.get("resumable") is False:
+                    self.print(f"{path.name} keeps the network only: {', '.join(self.resume_only_prefixes)} and the "
+                               "optimiser state start afresh (checkpoint_latest.pth keeps them; see --save-every)")
                 if kind == "final":
                     self.print("training already finished (checkpoint_final.pth exists)")
                     if not (self.output_folder / "validation" / "summary.json").is_file():
@@ -348,14 +351,14 @@ class Trainer(TrainerStateMixin):
     def load_network_weights(self, checkpoint_name: str) -> None:
         """Only the network's weights of `output_folder/checkpoint_name` (no optimiser, no epoch)."""
         from longnet.errors import LongnetError
-        from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
+        from longnet.training.checkpoint import load_checkpoint
 
         path = self.output_folder / checkpoint_name
         if not path.is_file():
             raise LongnetError(f"{checkpoint_name} not found: --val needs a finished training of this fold "
                                "(--val_best: a checkpoint_best.pth)", path)
         ckpt = load_checkpoint(path, map_location=self.device, required=("network_weights",))
-        unwrap(self.network).load_state_dict(strip_prefixes(ckpt["network_weights"]))
+        self.restore_network(ckpt, path)
         self.print(f"network weights from {checkpoint_name} (epoch {ckpt.get('current_epoch', '?')})")
 
     def _on_sigterm(self, signum, frame) -> None:

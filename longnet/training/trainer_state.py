@@ -11,17 +11,31 @@ from longnet.errors import LongnetError
 from longnet.training.checkpoint import (get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
                                          strip_prefixes, to_plain, unwrap)
 
+# what later steps read (predict, --pretrained-weights, --val): these leave out `resume_only_prefixes` tensors and the
+# optimiser state when a trainer declares such tensors; checkpoint_latest.pth keeps everything for --c
+SLIM_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
+
 
 class TrainerStateMixin:
     """Saving/loading of checkpoints and the EMA-based best-checkpoint rule (mixed into Trainer)."""
 
-    def checkpoint_state(self, next_epoch: int, resume_iteration: int = 0, partial: list | None = None) -> dict:
-        """Everything needed to resume bit-identically; `next_epoch` is the first epoch not yet finished."""
+    # network tensors that only continuing this training needs (e.g. the projection heads of a self-supervised
+    # loss, often larger than the network that is kept): left out of SLIM_CHECKPOINTS with the optimiser state
+    resume_only_prefixes: tuple[str, ...] = ()
+
+    def checkpoint_state(self, next_epoch: int, resume_iteration: int = 0, partial: list | None = None,
+                         slim: bool = False) -> dict:
+        """Everything needed to resume bit-identically; `next_epoch` is the first epoch not yet finished.
+        `slim` (only with `resume_only_prefixes`): the network without those tensors, no optimiser/scaler state."""
         axes = self.inference_allowed_mirroring_axes
-        return {
-            "network_weights": strip_prefixes(unwrap(self.network).state_dict()),
-            "optimizer_state": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+        weights = strip_prefixes(unwrap(self.network).state_dict())
+        slim = slim and bool(self.resume_only_prefixes)
+        if slim:
+            weights = {k: v for k, v in weights.items() if not k.startswith(tuple(self.resume_only_prefixes))}
+        state = {
+            "network_weights": weights,
+            "optimizer_state": self.optimizer.state_dict() if self.optimizer is not None and not slim else None,
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None and not slim else None,
             "scheduler_state": to_plain(self.lr_scheduler.state_dict()) if self.lr_scheduler is not None else None,
             "logging": self.logger.state(),
             "current_epoch": int(next_epoch),
@@ -37,24 +51,23 @@ class TrainerStateMixin:
             "extra": to_plain(self.checkpoint_extra()),
             "longnet_version": getattr(longnet, "__version__", "unknown"),
         }
+        if slim:
+            state["resumable"] = False  # load_checkpoint restores it with fresh heads and optimiser state
+        return state
 
     def save_checkpoint(self, filename: str, next_epoch: int, resume_iteration: int = 0,
                         partial: list | None = None) -> None:
         """Rank 0 writes `output_folder/filename` atomically; other ranks wait."""
         if self.output_folder is not None and self.dist.is_main and not self.disable_checkpointing:
-            save_checkpoint(self.checkpoint_state(next_epoch, resume_iteration, partial), self.output_folder / filename)
+            state = self.checkpoint_state(next_epoch, resume_iteration, partial, slim=filename in SLIM_CHECKPOINTS)
+            save_checkpoint(state, self.output_folder / filename)
         self.dist.barrier()
 
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore network, optimiser, scaler, scheduler, logs, EMA and RNG from a longnet checkpoint."""
         ckpt = load_checkpoint(path, map_location=self.device,
                                required=("network_weights", "current_epoch", "optimizer_state"))
-        net = unwrap(self.network)
-        try:
-            net.load_state_dict(strip_prefixes(ckpt["network_weights"]))
-        except RuntimeError as e:
-            raise LongnetError(f"checkpoint does not match this trainer's network ({str(e).splitlines()[0]})",
-                               path) from None
+        self.restore_network(ckpt, path)
         if ckpt.get("optimizer_state") is not None and self.optimizer is not None:
             self.optimizer.load_state_dict(ckpt["optimizer_state"])
         if ckpt.get("grad_scaler_state") is not None and self.grad_scaler is not None:
@@ -72,6 +85,23 @@ class TrainerStateMixin:
             set_rng_state(ckpt["rng_state"])
         self.load_checkpoint_extra(ckpt.get("extra") or {})
         return ckpt
+
+    def restore_network(self, ckpt: dict, path: str | Path) -> None:
+        """Load a checkpoint's weights; a slim one (see SLIM_CHECKPOINTS) may lack only `resume_only_prefixes`
+        tensors, which keep their current (fresh) values."""
+        net = unwrap(self.network)
+        weights = strip_prefixes(ckpt["network_weights"])
+        try:
+            if ckpt.get("resumable") is False:
+                missing, unexpected = net.load_state_dict(weights, strict=False)
+                other = [k for k in missing if not k.startswith(tuple(self.resume_only_prefixes))] + list(unexpected)
+                if other:
+                    raise RuntimeError(f"mismatched tensors: {', '.join(other[:3])}")
+            else:
+                net.load_state_dict(weights)
+        except RuntimeError as e:
+            raise LongnetError(f"checkpoint does not match this trainer's network ({str(e).splitlines()[0]})",
+                               path) from None
 
     def find_resume_checkpoint(self) -> tuple[str, Path] | None:
         """('latest'|'final'|'best', path) to continue from, in that order of preference, or None."""

@@ -4,7 +4,8 @@
 Loss: L_PT = λ L_sim + α L_rec + μ L_S + γ L_C + β L_O on aligned visit pairs with identical geometric and
 intensity augmentation. The checkpoint's network weights carry the segmentation network's parameter names,
 so `longnet_train ... -tr LongRepFinetuner --pretrained-weights .../checkpoint_final.pth` (or any
-segmentation trainer) starts from it; the projector/predictor/reconstruction heads are ignored there.
+segmentation trainer) starts from it. The projector/predictor/reconstruction heads are only in checkpoint_latest.pth
+(to continue the pretraining with --c); checkpoint_final.pth and checkpoint_best.pth hold the U-Net alone.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from longnet.training.distributed import split_batch
 from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, OptionRange, option_value
 from longnet.training.requirements import Requirements
 from longnet.training.trainer import Trainer
-from longnet_longrep.model import LongRepPretrainModel, LossWeights
+from longnet_longrep.model import HEAD_PREFIXES, LongRepPretrainModel, LossWeights
 from longnet_longrep.pairs import FrozenPairBatches, PairAugmentation, PairBatchMaker
 from longnet_longrep.schedule import ConstantThenLinearLR
 
@@ -48,6 +49,9 @@ class LongRepPretrainer(Trainer):
                      "lr_decay_start": OptionRange(float, 0, maximum=1),
                      **{w: NON_NEGATIVE_FLOAT for w in ("lambda_sim", "alpha_rec", "mu_var", "gamma_cov", "beta_orth")}}
     prediction_task = "none"  # its checkpoint initialises LongRepFinetuner
+    # the SimSiam heads (W x W per tapped layer, with their AdamW moments ~95% of a full checkpoint) only matter for
+    # continuing the pretraining: checkpoint_final/best hold the U-Net alone, checkpoint_latest everything
+    resume_only_prefixes = HEAD_PREFIXES
     best_metric = "val_loss"
     best_metric_mode = "min"
     num_val_iterations_per_epoch = 5

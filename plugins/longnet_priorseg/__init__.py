@@ -1,0 +1,1 @@
+"""longnet plugin: prior-conditioned longitudinal segmentation (PriorConcatTrainer, DiffWeightingTrainer)."""
