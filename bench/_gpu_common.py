@@ -1,5 +1,5 @@
 """Helpers shared by the GPU bench scripts (longrep_gpu, stamp_gpu, tfm_gpu, gpu_bench): the timed step loop,
-device facts, synthetic raw datasets, the offline install on the lent GPU machine, subprocesses under a
+device facts, synthetic raw datasets, the offline install on a GPU machine without internet, subprocesses under a
 wall-clock budget, and the nnU-Net glue (custom short trainer, epoch times from checkpoints)."""
 from __future__ import annotations
 

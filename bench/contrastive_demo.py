@@ -1,4 +1,4 @@
-"""Contrastive representation methods on the synthetic demo cohort (issue 9 "must show"), one table.
+"""Contrastive representation methods on the synthetic demo cohort, one table.
 
 LEARNER: weighted-contrastive pretraining vs the MSE-only baseline (--contrastive-weight 0), each followed by the
 frozen-encoder change classifier: 3-way change macro-F1 on the test pairs and Spearman ρ between
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
                          f"{_stat([r.get('spearman_between', np.nan) for r in rs]):16s} | "
                          f"{_stat([r.get('first_component_share', np.nan) for r in rs]):16s} | "
                          f"{_stat([r['MCCD'] for r in rs])}")
-        lines.append("(Spearman ρ: consecutive-visit distance vs |Δscore|, the issue's target; ρ between subj.: "
+        lines.append("(Spearman ρ: consecutive-visit distance vs |Δscore|, the target; ρ between subj.: "
                      "distance of scans of different subjects vs their score gap, what the weighted loss trains; "
                      "PC1 share: variance of the unit embeddings along their first principal component)")
         w = {r["seed"]: r for r in learner if r["variant"] == "weighted"}

@@ -1,15 +1,15 @@
-"""One-call GPU benchmark for a lent H100/H200: issue 10 (training and prediction speed vs the network ceiling and
-nnU-Net 2.8.1) and the plugin GPU checks, printed as one table (card name in every row) + JSON.
+"""GPU benchmark on one NVIDIA card (H100/H200 class): training and prediction speed against the compiled
+network-only step and against nnU-Net 2.8.1 on the same card and data, plus the plugins' GPU checks, printed as one
+table (card name in every row) + JSON.
 
-The `run` device tool call (after `bash bench/gpu_prepare.sh` here, which builds bench/wheels/wheels.tar.xz):
-  command:
-set -o pipefail; PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --install --budget-s 480 2>&1 | tee $OUT/gpu_bench.log
-  carry: ["bench/wheels"]    timeout_s: 600
-One call: start ~1-2 min + install ~30 s + the 480 s budget fits the 15 device minutes; then call give_back.
-Comes back in $OUT: gpu_bench.log (this output), gpu_bench.json (rows + raw results), gpu_bench_logs.tar.gz (the
-log of every subprocess). The device's python3 is 3.12 (KINDS.md), hence PYVER=3.12 in gpu_prepare.sh.
+On a CUDA machine with the project installed: `python3 bench/gpu_bench.py`. On an air-gapped machine that has only
+torch, build the offline bundle first (`bash bench/gpu_prepare.sh`, which writes bench/wheels/wheels.tar.xz), copy
+the checkout there and run
+    set -o pipefail; PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --install --budget-s 480 2>&1 | tee gpu_bench.log
+Writes gpu_bench.log (this output), gpu_bench.json (rows + raw results) and gpu_bench_logs.tar.gz (the log of every
+subprocess) into --out. The bundle is built for Python 3.12 by default (PYVER in gpu_prepare.sh).
 
-Preparation here (PyPI reachable; the device has torch/numpy/scipy/... but none of our other packages, no internet):
+Building the bundle (where PyPI is reachable; the target has torch/numpy/scipy/... but none of our other packages):
     bash bench/gpu_prepare.sh     # = pip download --no-deps --only-binary=:all: --python-version 3.12
                                   #   --implementation cp --platform manylinux_2_{28,27,24,17}_x86_64 ... -d TMP
                                   #   SimpleITK==2.5.7 blosc2==4.14.1 ndindex==1.10.1 numexpr==2.14.2

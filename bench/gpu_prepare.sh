@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Build bench/wheels/wheels.tar.xz: the wheels bench/gpu_bench.py --install needs on the lent GPU machine, which
+# Build bench/wheels/wheels.tar.xz: the wheels bench/gpu_bench.py --install needs on an air-gapped GPU machine that
 # has torch (and numpy, scipy, scikit-image, pandas, matplotlib, timm, einops, tifffile, requests, msgpack, rich ...)
 # but none of our other dependencies and no internet. Run it here, in the repo root, where PyPI is reachable:
 #
-#     bash bench/gpu_prepare.sh              # PYVER=3.12 (python3 on the device, see KINDS.md), ~3 min of one core
+#     bash bench/gpu_prepare.sh              # PYVER=3.12 (the target machine's python3), ~3 min of one core
 #     PYVER=3.11 bash bench/gpu_prepare.sh   # for a device whose python3 is 3.11
 #
 # Why an xz archive of re-stored wheels instead of the wheels themselves: the wheels are 68 MiB (SimpleITK alone
-# 50 MiB, deflate-compressed), over the 64 MiB a `run` call may carry; stored uncompressed and xz'd they are ~40 MiB.
+# 50 MiB, deflate-compressed), too large for some transfer limits; stored uncompressed and xz'd they are ~40 MiB.
 # Sets: longnet/ = what `longnet` imports and the device lacks (installed --no-deps into the device's python);
 # nnunet/ = nnunetv2 2.8.1 (sdist, built here into a py3 wheel) + what it needs beyond that (into a separate venv).
 # Skipped on purpose (not imported on the paths we run, or already on the device): torch/torchvision/nvidia-*,

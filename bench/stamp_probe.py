@@ -1,5 +1,5 @@
 """STAMP probe benchmark: test AUROC of `converter` for STAMP, the deterministic Siamese-MAE ablation and a
-randomly initialised encoder, all probed with the same budget (methods.md §3; issue "Plugin: STAMP").
+randomly initialised encoder, all probed with the same budget.
 
     python bench/stamp_probe.py [--out /tmp/stamp_bench] [--reuse] [--pretrain-seeds N] [--probe-seeds N]
 

@@ -2,7 +2,7 @@
 
     python bench/tfm_demo.py [--out /tmp/tfm_bench] [--epochs 12 --iters 20] [--threads 1]
 
-One script, in-process, through the real commands (methods.md §2; issue "Plugin: Temporal Flow Matching"):
+One script, in-process, through the real commands:
 1. the demo dataset (`generate_demo_dataset`, the `longnet_demo` default settings: 12 train + 4 test subjects,
    32×40×32, seed 0); plan + preprocess 3d_fullres with `--align rigid`;
 2. train TFMTrainer on fold `all` (demo budget: small U-Net, 16×24×24 crops, lr 1e-3; see DEMO_NET);

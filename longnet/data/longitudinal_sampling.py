@@ -224,7 +224,7 @@ class SubjectBatchSampler(_Sampler):
 
 def fill_sparse(slots: Sequence[Any], zero_is_missing: bool = False) -> list[Any]:
     """Forward-fill missing slots (None, or all-zero arrays with `zero_is_missing`); slots before the first
-    valid frame take the earliest valid frame (methods.md §2: [0,a,0,b,0] → [a,a,a,b,b]).
+    valid frame take the earliest valid frame ([0,a,0,b,0] → [a,a,a,b,b]).
 
     Returns the same array objects (no copies)."""
     def missing(x) -> bool:
