@@ -279,7 +279,8 @@ def test_evaluate_simple_writes_nnunet_schema(tmp_path, capsys):
     # regions through a dataset.json: keys "(1, 2)"
     dj = tmp_path / "dataset.json"
     # the references hold the ignore label 3: a dataset.json must declare it (undeclared values are refused)
-    write_json(dj, {"labels": {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}, "regions_class_order": [1, 2],
+    write_json(dj, {"labels": {"background": 0, "whole": [1, 2], "core": 2, "ignore": 3},
+                    "regions_class_order": [1, 2],
                     "file_ending": ".nii.gz", "channel_names": {"0": "x"}, "numTraining": 2})
     plans = tmp_path / "plans.json"
     write_json(plans, {"image_reader_writer": "SimpleITKIO"})

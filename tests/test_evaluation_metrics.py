@@ -111,6 +111,18 @@ def test_classification_hand_values():
     assert math.isnan(classification_metrics(np.array([1, 1]), np.array([0.3, 0.9]))["AUROC"])
 
 
+def test_macro_f1_is_over_the_classes_that_occur():
+    """A 3-class problem whose test split never holds class 0: a perfect classifier scores 1, not 2/3; the
+    all-classes variant (absent class = F1 0) stays available under its own name."""
+    probs = np.array([[0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])
+    m = classification_metrics(np.array([1, 2, 1]), probs)
+    assert m["classes_in_targets"] == [1, 2] and m["classes_in_predictions"] == [1, 2] and m["num_classes"] == 3
+    assert m["macro_F1"] == 1.0 and m["macro_F1_all_classes"] == pytest.approx(2 / 3)
+    wrong = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])  # predicts the absent class once
+    m = classification_metrics(np.array([1, 2, 1]), wrong)
+    assert m["classes_in_predictions"] == [0, 1, 2] and m["macro_F1"] == pytest.approx((0 + 2 / 3 + 1) / 3)
+
+
 def test_mccd():
     const = [np.array([1.0, 2.0, 3.0])] * 3
     assert subject_mccd(const) == pytest.approx(0.0, abs=1e-12)

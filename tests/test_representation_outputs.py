@@ -89,6 +89,16 @@ def test_evaluate_change_predictions_cli(tmp_path):
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["target_counts"] == {"improve": 1, "stable": 1, "worsen": 1}
     assert s["metrics"]["macro_F1"] == 1.0 and s["metrics"]["accuracy"] == 1.0
+    assert s["metrics"]["present_classes"] == ["improve", "stable", "worsen"]
+    (tmp_path / "change_predictions.csv").write_text(  # without y: no improving pair in the targets
+        "case,case_from,subject,prob_0,prob_1,prob_2\nx1,x0,x,0.1,0.2,0.7\nx2,x1,x,0.1,0.8,0.1\n")
+    assert evaluate_main([str(tmp_path), str(tmp_path), "--task", "classification", "--delta", "1.0"]) == 0
+    m = json.loads((tmp_path / "summary.json").read_text())["metrics"]
+    assert m["present_classes"] == ["stable", "worsen"] and m["macro_F1"] == 1.0
+    assert m["macro_F1_all_classes"] == pytest.approx(2 / 3)
+    (tmp_path / "change_predictions.csv").write_text(
+        "case,case_from,subject,prob_0,prob_1,prob_2\n"
+        "x1,x0,x,0.1,0.2,0.7\nx2,x1,x,0.1,0.8,0.1\ny1,y0,y,0.6,0.3,0.1\n")
     assert evaluate_main([str(tmp_path), str(tmp_path), "--task", "classification", "--delta", "1.0",
                           "--lower-is-healthier"]) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["target_counts"]["improve"] == 1

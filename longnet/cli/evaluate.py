@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--chill", action="store_true", help="evaluate only references that have a prediction")
     p.add_argument("--no_hd95", action="store_true", help="skip HD95 (the slowest metric)")
+    p.add_argument("--lesion-label", dest="lesion_label", type=int, default=None,
+                   help="segmentation with --patients: label of the lesion metrics (volume error, NSD, ASSD, "
+                        "HD95, lesion-wise and new-lesion detection; default: the label named like 'lesion' in "
+                        "dataset.json, else all foreground)")
+    p.add_argument("--nsd-tolerance", dest="nsd_tolerance", type=float, default=1.0,
+                   help="segmentation with --patients: normalised surface Dice tolerance in mm (default 1)")
     p.add_argument("--target", default=None, help="classification: target column (default target/label/converter)")
     p.add_argument("--threshold", type=float, default=None,
                    help="classification: decision threshold (binary; default: the prediction CSV's "
@@ -114,6 +120,10 @@ def evaluate_segmentation(args: argparse.Namespace) -> dict:
         summary["longitudinal"] = longitudinal_consistency(vp, vr, subjects)
         # STCS needs both visits on one grid: only pairs predicted on an aligned (common) grid count
         summary["longitudinal"]["STCS"] = stcs_from_folders(args.pred, subjects, targets, ending, args.gt)
+        from longnet.evaluation.lesions import lesion_summary, resolve_lesion_target
+
+        name, values = resolve_lesion_target(dj, args.lesion_label)
+        summary["lesions"] = lesion_summary(args.gt, args.pred, subjects, values, ending, name, args.nsd_tolerance)
     return summary
 
 
@@ -350,9 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
            "classification": evaluate_classification, "embedding": evaluate_embedding}[args.task]
     pred = Path(args.pred)
     out = Path(args.output) if args.output else (pred if pred.is_dir() else pred.parent) / "summary.json"
-    if args.task in ("segmentation", "forecast") and Path(args.gt).is_dir() and pred.is_dir():
-        check_folders(args.gt, pred)
-    check_output(out, args.gt)  # before any work: the reference folder stays as given
+    if args.task in ("segmentation", "forecast"):  # folders of reference images, which stay as given
+        if Path(args.gt).is_dir() and pred.is_dir():
+            check_folders(args.gt, pred)
+        check_output(out, args.gt)
     summary = run(args)
     save_json(summary, out, sort_keys=args.task == "segmentation")  # nnU-Net sorts summary.json's keys
     fg = summary.get("foreground_mean", {}).get("Dice")

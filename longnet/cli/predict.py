@@ -82,8 +82,9 @@ def resolve_model_folder(args: argparse.Namespace) -> Path:
 
     for value, flag in ((args.trainer, "-tr"), (args.plans, "-p"), (args.configuration, "-c")):
         check_name(value, flag)
+    results = results_root()  # unset: the message names LONGNET_RESULTS, where -d/-c look for the model
     name = dataset_name_from_id(args.dataset)
-    folder = results_root() / name / f"{args.trainer}__{args.plans}__{args.configuration}"
+    folder = results / name / f"{args.trainer}__{args.plans}__{args.configuration}"
     if not folder.is_dir():
         raise LongnetError(f"no trained model for trainer {args.trainer}, plans {args.plans}, configuration "
                            f"{args.configuration}", folder)

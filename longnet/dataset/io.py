@@ -37,8 +37,9 @@ def checked_header(path: str | Path) -> sitk.ImageFileReader:
 
 
 def _itk_detail(error: RuntimeError) -> str:
-    first = str(error).strip().splitlines()
-    detail = next((line for line in first if "ERROR" in line or "exception" in line.lower()), first[-1] if first else "")
+    """The line of ITK's multi-line exception text that says what went wrong."""
+    lines = str(error).strip().splitlines()
+    detail = next((line for line in lines if "ERROR" in line or "exception" in line.lower()), lines[-1] if lines else "")
     return detail.strip()[:200]
 
 

@@ -60,8 +60,9 @@ def evaluate_change_predictions(rows: Sequence[Mapping[str, str]], scores: Mappi
 
     `rows`: CSV rows with `case` (the later visit), `prob_0..prob_2` and `case_from` (the earlier visit; without
     it the predecessor of `case` in `subjects` is used). Pairs lacking a score on either side are skipped.
-    Besides the 3-label metrics, `macro_F1_present_classes` averages F1 only over classes that occur in the
-    targets or the predictions (the 3-label macro-F1 counts an absent class as F1 = 0)."""
+    `macro_F1` averages F1 over the classes that occur in the targets or the predictions (`present_classes`
+    names them); `macro_F1_all_classes` counts a class that never occurs as F1 = 0 (the demo cohort, for one,
+    has no improving pair)."""
     import numpy as np
     from sklearn.metrics import f1_score
 
@@ -84,9 +85,8 @@ def evaluate_change_predictions(rows: Sequence[Mapping[str, str]], scores: Mappi
     y_true_arr, y_prob_arr = np.asarray(y_true), np.asarray(y_prob)
     metrics = classification_metrics(y_true_arr, y_prob_arr)
     y_pred = y_prob_arr.argmax(1)
-    present = sorted(set(y_true) | set(int(k) for k in y_pred))
-    metrics["macro_F1_present_classes"] = float(f1_score(y_true_arr, y_pred, labels=present, average="macro",
-                                                         zero_division=0))
+    present = sorted(set(metrics["classes_in_targets"]) | set(metrics["classes_in_predictions"]))
+    metrics["present_classes"] = [CHANGE_CLASSES[k] for k in present]
     metrics["per_class_F1"] = {name: float(v) for name, v in zip(CHANGE_CLASSES, f1_score(
         y_true_arr, y_pred, labels=list(range(len(CHANGE_CLASSES))), average=None, zero_division=0))}
     counts = {name: int(np.sum(y_true_arr == k)) for k, name in enumerate(CHANGE_CLASSES)}

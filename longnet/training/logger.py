@@ -18,8 +18,9 @@ class TrainingLogger:
     """Per-epoch values as plain lists of floats (checkpoint-safe) plus the human-readable outputs."""
 
     def __init__(self, output_folder: Path | None, write_files: bool, tensorboard: bool = False,
-                 verbose: bool = True):
+                 verbose: bool = True, title: str = ""):
         self.output_folder = Path(output_folder) if output_folder is not None else None
+        self.title = title  # names the run on progress.png (several runs' pictures look alike otherwise)
         self.write_files = write_files and self.output_folder is not None
         self.verbose = verbose
         self.values: dict[str, list] = {}
@@ -80,16 +81,24 @@ class TrainingLogger:
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         v = self.values
         epochs = list(range(len(v.get("train_loss", []))))
         if not epochs:
             return
+        # markers while the points are few: a one-epoch run is a single point, invisible as a line alone
+        mark = {"marker": "o", "markersize": 7} if len(epochs) <= 50 else {}
         fig, axes = plt.subplots(3, 1, figsize=(12, 14))
+        if self.title:
+            fig.suptitle(self.title, fontsize=16)
+        for a in axes:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax = axes[0]
         for key, style in (("train_loss", "b-"), ("val_loss", "r-")):
             if key in v:
-                ax.plot(epochs, _series(v[key], len(epochs)), style, label=key.replace("_", " "), linewidth=3)
+                ax.plot(epochs, _series(v[key], len(epochs)), style, label=key.replace("_", " "), linewidth=3,
+                        **mark)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.legend(loc=(0, 1))
@@ -97,15 +106,16 @@ class TrainingLogger:
         if metric_keys:
             ax2 = ax.twinx()
             for key, style in zip(metric_keys, ("g:", "g-")):
-                ax2.plot(epochs, _series(v[key], len(epochs)), style, label=key.replace("_", " "), linewidth=2)
+                ax2.plot(epochs, _series(v[key], len(epochs)), style, label=key.replace("_", " "), linewidth=2,
+                         **mark)
             ax2.set_ylabel("pseudo dice")
             ax2.legend(loc=(0.2, 1))
         if "epoch_time" in v:
-            axes[1].plot(epochs, _series(v["epoch_time"], len(epochs)), "b-", linewidth=3)
+            axes[1].plot(epochs, _series(v["epoch_time"], len(epochs)), "b-", linewidth=3, **mark)
             axes[1].set_xlabel("epoch")
             axes[1].set_ylabel("time [s]")
         if "lr" in v:
-            axes[2].plot(epochs, _series(v["lr"], len(epochs)), "b-", linewidth=3)
+            axes[2].plot(epochs, _series(v["lr"], len(epochs)), "b-", linewidth=3, **mark)
             axes[2].set_xlabel("epoch")
             axes[2].set_ylabel("learning rate")
         plt.tight_layout()

@@ -220,10 +220,17 @@ class Trainer(TrainerStateMixin):
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.dist = dist or DistContext()
         self.logger = TrainingLogger(self.output_folder, self.dist.is_main, bool(self.options.get("tensorboard")),
-                                     verbose)
+                                     verbose, title=self.run_title())
         if self.preprocessed_dataset_folder is not None:
             full = DatasetIndex.load(self.preprocessed_dataset_folder, self.configuration_manager.data_identifier)
             self.dataset_index = full.restrict(self.train_cases)
+
+    def run_title(self) -> str:
+        """`Trainer · dataset · plans · configuration · fold`: the title of this run's pictures."""
+        plans = self.plans.plans
+        parts = [self.trainer_name, plans.get("dataset_name"), plans.get("plans_name"), self.configuration_name,
+                 f"fold {self.fold}"]
+        return " · ".join(str(p) for p in parts if p)
 
     def initialize(self) -> None:
         """Seed, build the network (+ pretrained weights), compile, wrap in DDP, create optimiser and scaler."""

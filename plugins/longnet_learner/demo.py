@@ -66,7 +66,8 @@ def run_variant(ctx, name: str, contrastive_weight: float, seed: int = 12345, ep
     change = json.loads((pred / "summary_change.json").read_text())
     m = change["metrics"]
     return {"name": name, "contrastive_weight": contrastive_weight, "seed": seed, "macro_F1": m["macro_F1"],
-            "macro_F1_present_classes": m["macro_F1_present_classes"], "accuracy": m["accuracy"],
+            "macro_F1_all_classes": m["macro_F1_all_classes"], "present_classes": m["present_classes"],
+            "accuracy": m["accuracy"],
             "spearman": emb["spearman_distance_vs_abs_score_change"], "MCCD": emb["MCCD"],
             "spearman_between": emb["spearman_between_subject_distance_vs_score_gap"],
             "first_component_share": emb["first_component_variance_share"],
@@ -89,5 +90,7 @@ def run_demo(ctx):
             pictures.append(dest)
     produced = (f"change CSV ({weighted['num_pairs']} test pairs) + embeddings; Spearman ρ(dist, |Δscore|) "
                 f"{weighted['spearman']:.2f} vs {baseline['spearman']:.2f} MSE-only")
-    return RecipeResult(produced, f"change macro-F1 (3-way, δ={DELTA:g})", weighted["macro_F1"],
+    present = "/".join(weighted["present_classes"])
+    return RecipeResult(produced, f"change macro-F1 over the classes present ({present}; δ={DELTA:g})",
+                        weighted["macro_F1"],
                         baseline["macro_F1"], "MSE-only", pictures, Path(weighted["predictions"]))

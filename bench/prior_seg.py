@@ -1,0 +1,227 @@
+"""Prior-conditioned segmentation on the synthetic demo cohort: PriorConcatTrainer and DiffWeightingTrainer vs
+nnUNetTrainer at equal budgets (EPOCHS × ITERS optimiser steps, same plans, same seeds).
+
+Data: `longnet_demo`'s cohort (lesions that appear and grow, ventricles, 2–6 visits), preprocessed with rigid
+intra-subject alignment; the plans' topology is kept and narrowed to BASE_FEATURES (8) in the first stage so a
+CPU step is fast. Every arm trains on fold 'all' of the training subjects, predicts every test visit
+(`longnet_predict`; the prior trainers chain each test subject's visits with `--patients`) and is scored by
+`longnet_evaluate --patients`: lesion Dice, lesion-wise detection F1, new-lesion detection (recall / F1) and
+|ΔASPC| of the lesion volume between consecutive visits. Reported as mean ± sd over seeds, plus diagnostics
+that explain the differences: lesion Dice on first visits vs follow-ups (a first visit has no prior), the final
+training loss, and for DiffWeightingTrainer the mean |γ| of its fusion blocks (how much prior it mixes in).
+
+    nice -n 10 python3 bench/prior_seg.py [--out /tmp/prior_seg] [--seeds 0 1 2] [--epochs 10 --iters 20]
+    python3 bench/prior_seg.py --reuse --pretrained      # + LongRep-pretrained starts of both prior trainers
+    python3 bench/prior_seg.py --quick                   # pipeline check, numbers meaningless
+
+Writes OUT/prior_seg.json and prints a markdown table. Two runs must not share an OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATASET_ID = 990
+CONFIG = "3d_fullres"
+PLANS = "PriorSegBenchPlans"
+
+
+def write_bench_plans(src: Path, dest: Path, base_features: int) -> None:
+    """The dataset's own plans (patch, batch, topology, data identifier) with narrower stages."""
+    plans = json.loads(src.read_text())
+    plans["plans_name"] = dest.stem
+    ak = plans["configurations"][CONFIG]["architecture"]["arch_kwargs"]
+    ak["features_per_stage"] = [min(base_features * 2 ** i, 320) for i in range(ak["n_stages"])]
+    dest.write_text(json.dumps(plans, indent=1))
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="/tmp/prior_seg", help="work folder (replaced unless --reuse)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--subjects", type=int, default=12, help="training subjects")
+    p.add_argument("--test-subjects", dest="test_subjects", type=int, default=4)
+    p.add_argument("--shape", type=int, nargs=3, default=[32, 40, 32])
+    p.add_argument("--data-seed", dest="data_seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (every arm)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--iters", type=int, default=20, help="iterations per epoch")
+    p.add_argument("--base-features", dest="base_features", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--arms", nargs="+", default=["nnunet", "concat", "diff"],
+                   choices=["nnunet", "concat", "concat_seg", "diff"],
+                   help="nnunet: nnUNetTrainer; concat: PriorConcatTrainer (image prior); concat_seg: "
+                        "PriorConcatTrainer --prior-seg gt; diff: DiffWeightingTrainer")
+    p.add_argument("--prior", default="immediate", choices=["immediate", "random"], help="training prior")
+    p.add_argument("--pretrained", action="store_true",
+                   help="also pretrain LongRepPretrainer once (--pt-epochs × --pt-iters) and train the prior arms "
+                        "from it (--pretrained-weights), for every seed")
+    p.add_argument("--pt-epochs", dest="pt_epochs", type=int, default=10)
+    p.add_argument("--pt-iters", dest="pt_iters", type=int, default=20)
+    p.add_argument("--reuse", action="store_true", help="keep OUT's data and earlier rows; run only missing rows")
+    p.add_argument("--quick", action="store_true", help="tiny schedule (pipeline check)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.epochs, args.iters, args.subjects, args.test_subjects, args.seeds = 1, 2, 4, 2, [0]
+        args.pt_epochs, args.pt_iters = 1, 2
+    return args
+
+
+ARMS = {"nnunet": ("nnUNetTrainer", []), "concat": ("PriorConcatTrainer", []),
+        "concat_seg": ("PriorConcatTrainer", ["--prior-seg", "gt"]), "diff": ("DiffWeightingTrainer", [])}
+
+
+def _numbers(summary_file: Path, subjects: dict[str, list[str]]) -> dict:
+    s = json.loads(summary_file.read_text())
+    les = s["lesions"]
+    key = ",".join(str(v) for v in les["label_values"])
+    o = les["overall"]
+    first = {cs[0] for cs in subjects.values()}
+    per_visit = les["per_visit"]
+
+    def mean_dice(cases):
+        vals = [per_visit[c]["Dice"] for c in cases if c in per_visit and per_visit[c]["Dice"] == per_visit[c]["Dice"]]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    lesion_dice = s["mean"].get(key, {}).get("Dice", o["Dice"])
+    return {"lesion_dice": lesion_dice, "F1": o["F1"], "precision": o["precision"], "recall": o["recall"],
+            "new_recall": o["new_lesion_recall"], "new_F1": o["new_lesion_F1"], "n_new_ref": o["n_new_ref"],
+            "aspc_abs_diff": o["ASPC_abs_difference"], "NSD": o["NSD"], "HD95": o["HD95"],
+            "dice_first_visits": mean_dice(first), "dice_follow_ups": mean_dice(set(per_visit) - first),
+            "foreground_dice": s["foreground_mean"]["Dice"]}
+
+
+def _final_train_loss(fold_dir: Path) -> float:
+    lines = "".join(p.read_text() for p in sorted(fold_dir.glob("training_log*.txt"))).splitlines()
+    found = [float(m.group(1)) for line in lines if (m := re.search(r"epoch \d+: train_loss (-?[\d.]+)", line))]
+    return found[-1] if found else float("nan")
+
+
+def _gamma(fold_dir: Path) -> float | None:
+    import torch
+
+    ckpt = fold_dir / "checkpoint_final.pth"
+    weights = torch.load(ckpt, map_location="cpu", weights_only=True)["network_weights"]
+    g = [v.abs().mean().item() for k, v in weights.items() if k.endswith(".gamma")]
+    return float(np.mean(g)) if g else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    os.environ.setdefault("LONGNET_COMPILE", "0")
+    import torch
+
+    from longnet.demo.recipes import call_command, demo_environment
+    from longnet.demo.synthetic import generate_demo_dataset
+
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out).resolve()
+    if out.exists() and not args.reuse:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result_file = out / "prior_seg.json"
+    rows: dict[str, dict] = json.loads(result_file.read_text())["runs"] if args.reuse and result_file.is_file() else {}
+    t_start = time.time()
+    with demo_environment(out) as roots:
+        raw = Path(roots["LONGNET_RAW"]) / f"Dataset{DATASET_ID}_LongDemo"
+        pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"), None)
+        t0 = time.time()
+        if not (args.reuse and pre is not None and (pre / f"{PLANS}.json").is_file()):
+            raw = generate_demo_dataset(roots["LONGNET_RAW"], args.subjects, args.test_subjects, args.shape,
+                                        seed=args.data_seed, dataset_id=DATASET_ID)
+            call_command("plan_and_preprocess", "main_plan_and_preprocess",
+                         ["-d", str(DATASET_ID), "-c", CONFIG, "-np", "2", "--align", "rigid"])
+            pre = next(Path(roots["LONGNET_PREPROCESSED"]).glob(f"Dataset{DATASET_ID}_*"))
+            write_bench_plans(pre / "nnUNetPlans.json", pre / f"{PLANS}.json", args.base_features)
+        data_s = time.time() - t0
+        test_subjects = json.loads((raw / "patientsTs.json").read_text())
+        results = Path(roots["LONGNET_RESULTS"])
+        common = [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-device", args.device, "--disable-final-validation",
+                  "--val-iters", "2", "--no-validation-mirroring", "--epochs", str(args.epochs),
+                  "--iters-per-epoch", str(args.iters)]
+        ckpt = out / "pretrained" / f"longrep_{args.pt_epochs}x{args.pt_iters}.pth"
+        arms = [(a, ARMS[a][0], ARMS[a][1]) for a in args.arms]
+        if args.pretrained:
+            if not ckpt.is_file():
+                t = time.time()
+                call_command("train", "main", [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-tr", "LongRepPretrainer",
+                                               "-device", args.device, "--epochs", str(args.pt_epochs),
+                                               "--iters-per-epoch", str(args.pt_iters), "--val-iters", "2"])
+                ckpt.parent.mkdir(exist_ok=True)
+                shutil.copyfile(next(results.glob(f"*/LongRepPretrainer__{PLANS}__{CONFIG}/fold_all/"
+                                                  "checkpoint_final.pth")), ckpt)
+                rows["_pretraining"] = {"train_s": round(time.time() - t, 1)}
+            pt = ["--pretrained-weights", str(ckpt)]
+            arms += [(f"{a}+longrep", ARMS[a][0], ARMS[a][1] + pt) for a in args.arms if a != "nnunet"]
+        for arm, trainer, extra in arms:
+            prior = ["--prior", args.prior] if trainer != "nnUNetTrainer" else []
+            for seed in args.seeds:
+                name = f"{arm}/seed{seed}"
+                if name in rows:
+                    continue
+                t = time.time()
+                call_command("train", "main", common + ["-tr", trainer, "--seed", str(seed)] + prior + extra)
+                train_s = time.time() - t
+                model = next(results.glob(f"*/{trainer}__{PLANS}__{CONFIG}"))
+                fold = model / "fold_all"
+                pred = out / "predictions" / arm / f"seed{seed}"
+                t = time.time()
+                call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(pred), "-m", str(model), "-f",
+                                                 "all", "-device", args.device, "--disable_tta", "--patients",
+                                                 str(raw / "patientsTs.json")])
+                call_command("evaluate", "main", [str(raw / "labelsTs"), str(pred), "-d", str(DATASET_ID),
+                                                  "--patients", str(raw / "patientsTs.json")])
+                rows[name] = {**_numbers(pred / "summary.json", test_subjects), "arm": arm, "seed": seed,
+                              "train_s": round(train_s, 1), "predict_eval_s": round(time.time() - t, 1),
+                              "final_train_loss": _final_train_loss(fold), "mean_abs_gamma": _gamma(fold)}
+                result_file.write_text(json.dumps({"settings": vars(args), "runs": rows}, indent=1))
+    table = summarize(rows, [a for a, _, _ in arms])
+    print("\n" + table)
+    wall = time.time() - t_start
+    result_file.write_text(json.dumps({"settings": vars(args), "data_s": round(data_s, 1), "wall_s": round(wall, 1),
+                                       "runs": rows, "table": table}, indent=1))
+    print(f"\nwall time {wall / 60:.1f} min (data {data_s:.0f} s); written {result_file}")
+    return 0
+
+
+COLUMNS = (("lesion_dice", "lesion Dice"), ("F1", "detection F1"), ("new_recall", "new-lesion recall"),
+           ("new_F1", "new-lesion F1"), ("aspc_abs_diff", "|ΔASPC| lesion"), ("dice_first_visits", "Dice 1st visits"),
+           ("dice_follow_ups", "Dice follow-ups"), ("final_train_loss", "final train loss"),
+           ("mean_abs_gamma", "mean |γ|"), ("train_s", "train s"))
+
+
+def summarize(rows: dict[str, dict], arms: list[str]) -> str:
+    """Markdown table: mean ± sd over seeds per arm."""
+    lines = ["| arm | seeds | " + " | ".join(c for _, c in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for arm in arms:
+        runs = [r for k, r in rows.items() if not k.startswith("_") and r["arm"] == arm]
+        if not runs:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            vals = np.array([r[key] for r in runs if r.get(key) is not None], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            if not vals.size:
+                cells.append("–")
+            elif key == "train_s":
+                cells.append(f"{vals.mean():.0f}")
+            else:
+                cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}" if vals.size > 1 else f"{vals.mean():.3f}")
+        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    n_new = next((r["n_new_ref"] for k, r in rows.items() if not k.startswith("_")), None)
+    if n_new is not None:
+        lines.append(f"\n(new reference lesions in the test visits: {n_new})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
