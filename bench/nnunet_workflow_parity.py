@@ -281,11 +281,19 @@ def part_select(b: Bench, sel: dict) -> dict:
                                                         winner(info_ln) / "postprocessed"))
     report["label_maps_find_best"] = maps
 
-    # standalone ensembling of the validation probabilities (2d + 3d_fullres), per fold
-    ens_ln, ens_nn, npz = [], [], []
+    # standalone ensembling of the validation probabilities (2d + 3d_fullres), per fold. nnUNetv2_ensemble reads
+    # plans.json and dataset.json from its first input folder (nnUNetv2_predict writes them into its output), so
+    # each validation folder is copied with the model folder's two files added.
+    ens_ln, npz = [], []
     for fold in ("0", "1"):
-        ins = [str(ln_res / DATASET / f"nnUNetTrainer__nnUNetPlans__{c}" / f"fold_{fold}" / "validation")
-               for c in ("2d", "3d_fullres")]
+        ins = []
+        for c in ("2d", "3d_fullres"):
+            model = ln_res / DATASET / f"nnUNetTrainer__nnUNetPlans__{c}"
+            dest = out / f"validation_{c}_fold_{fold}"
+            shutil.copytree(model / f"fold_{fold}" / "validation", dest)
+            for name in ("plans.json", "dataset.json"):
+                shutil.copyfile(model / name, dest / name)
+            ins.append(str(dest))
         b.step("ensemble: nnUNetv2_ensemble", b.nn("nnUNetv2_ensemble", "-i", *ins, "-o", str(out / f"ens_nnunet_{fold}"),
                                                    "-np", "1", "--save_npz"), env_nn)
         b.step("ensemble: longnet_ensemble", b.ln("ensemble", "main", "-i", *ins, "-o", str(out / f"ens_longnet_{fold}"),
@@ -339,8 +347,8 @@ def part_cascade(b: Bench, inputs: Path) -> dict:
     ext.mkdir(parents=True, exist_ok=True)
     (ext / f"{NN_TRAINER}.py").write_text(_NN_TINY_TRAINER.format(name=NN_TRAINER))
     env_ln = environment(raw, ln_pre, ln_res)
-    env_nn = environment(raw, nn_pre, nn_res, nnUNet_extTrainer=str(ext), nnUNet_n_proc_DA="0",
-                         nnUNet_compile="false")
+    env_nn = environment(raw, nn_pre, nn_res, nnUNet_extTrainer=str(ext), nnUNet_compile="false")
+    env_nn_train = dict(env_nn, nnUNet_n_proc_DA="0")  # in-process augmentation (the planner needs it unset)
     cases = labelled_cases()[:CASCADE_CASES]
     make_raw(b, root, cases, env_ln)
     confs = ("-c", "3d_fullres", "3d_lowres", "-np", "1")
@@ -397,7 +405,7 @@ def part_cascade(b: Bench, inputs: Path) -> dict:
         for fold in folds:
             if not b.trained(nn_res, f"{NN_TRAINER}__nnUNetPlans__{conf}", fold):
                 b.step(f"cascade (b): nnUNetv2_train {conf} fold {fold}", b.nn(
-                    "nnUNetv2_train", "4", conf, fold, "-tr", NN_TRAINER, "-device", b.device), env_nn)
+                    "nnUNetv2_train", "4", conf, fold, "-tr", NN_TRAINER, "-device", b.device), env_nn_train)
     nn_lowres = nn_res / DATASET / f"{NN_TRAINER}__nnUNetPlans__3d_lowres"
     nn_cascade = nn_res / DATASET / f"{NN_TRAINER}__nnUNetPlans__3d_cascade_fullres"
     b.step("cascade (b): nnUNetv2_predict_from_modelfolder 3d_lowres", b.nn(

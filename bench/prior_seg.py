@@ -182,6 +182,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name] = {**_numbers(pred / "summary.json", test_subjects), "arm": arm, "seed": seed,
                               "train_s": round(train_s, 1), "predict_eval_s": round(time.time() - t, 1),
                               "final_train_loss": _final_train_loss(fold), "mean_abs_gamma": _gamma(fold)}
+                if trainer != "nnUNetTrainer":  # ablation: the same model, every visit its own prior at test time
+                    blind = out / "predictions" / f"{arm}_no_prior" / f"seed{seed}"
+                    call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(blind), "-m", str(model),
+                                                     "-f", "all", "-device", args.device, "--disable_tta"])
+                    call_command("evaluate", "main", [str(raw / "labelsTs"), str(blind), "-d", str(DATASET_ID),
+                                                      "--patients", str(raw / "patientsTs.json")])
+                    no_prior = _numbers(blind / "summary.json", test_subjects)
+                    rows[name].update({f"{k}_no_prior": no_prior[k] for k in ("lesion_dice", "F1", "new_recall",
+                                                                               "dice_follow_ups")})
                 result_file.write_text(json.dumps({"settings": vars(args), "runs": rows}, indent=1))
     table = summarize(rows, [a for a, _, _ in arms])
     print("\n" + table)
@@ -194,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
 COLUMNS = (("lesion_dice", "lesion Dice"), ("F1", "detection F1"), ("new_recall", "new-lesion recall"),
            ("new_F1", "new-lesion F1"), ("aspc_abs_diff", "|ΔASPC| lesion"), ("dice_first_visits", "Dice 1st visits"),
-           ("dice_follow_ups", "Dice follow-ups"), ("final_train_loss", "final train loss"),
+           ("dice_follow_ups", "Dice follow-ups"), ("dice_follow_ups_no_prior", "Dice follow-ups, no prior at test"),
+           ("final_train_loss", "final train loss"),
            ("mean_abs_gamma", "mean |γ|"), ("train_s", "train s"))
 
 

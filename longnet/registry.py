@@ -10,8 +10,12 @@ packages claiming the same name are reported instead of silently resolved by ins
 """
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.metadata
+import importlib.util
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from longnet.errors import LongnetError
@@ -117,15 +121,59 @@ def get_planner(name: str) -> Any:
 
 
 def _first_doc_line(obj: Any) -> str:
-    doc = getattr(obj, "__doc__", None) or ""
-    for line in doc.strip().splitlines():
+    return _first_line(getattr(obj, "__doc__", None))
+
+
+def _first_line(doc: str | None) -> str:
+    for line in (doc or "").strip().splitlines():
         if line.strip():
             return line.strip()
     return ""
 
 
-def list_plugins(group: str | None = None) -> list[PluginInfo]:
-    """Every registered plugin of `group` (all known groups when None), importing each one in isolation."""
+def _module_source(module: str) -> Path | None:
+    """The .py file of a dotted module name, found without importing it or its parent packages (find_spec of a
+    top-level name imports nothing; the rest is a walk through its package folders)."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if not rest:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    folders = [Path(f) for f in (spec.submodule_search_locations or [])]
+    for part in rest[:-1]:
+        folders = [f / part for f in folders if (f / part).is_dir()]
+    for f in folders:
+        for candidate in (f / f"{rest[-1]}.py", f / rest[-1] / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _class_docs(path: Path) -> dict[str, str]:
+    """First docstring line of every top-level class of a source file (parsed, never executed)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return {}
+    return {node.name: _first_line(ast.get_docstring(node)) for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def static_description(ep) -> str:
+    """The first docstring line of an entry point's class read from its source without importing the plugin
+    (so listing plugins does not import torch); '' when the object is not a plain class of that module."""
+    module, _, attr = str(ep.value).partition(":")
+    path = _module_source(module.strip())
+    return _class_docs(path).get(attr.strip(), "") if path is not None else ""
+
+
+def list_plugins(group: str | None = None, load: bool = True) -> list[PluginInfo]:
+    """Every registered plugin of `group` (all known groups when None). `load`: import each one in isolation,
+    which reports import failures; without it only the installed metadata and the sources are read (fast)."""
     groups = [group] if group else list(KNOWN_GROUPS)
     infos: list[PluginInfo] = []
     for g in groups:
@@ -134,9 +182,17 @@ def list_plugins(group: str | None = None) -> list[PluginInfo]:
             for ep in eps:
                 pkg, ver = _package(ep)
                 desc, err = "", dup
+                if not load:
+                    infos.append(PluginInfo(name, g, pkg, ver, static_description(ep), err, ep.value))
+                    continue
                 try:
                     desc = _first_doc_line(ep.load())
                 except Exception as e:  # reported, never raised: other plugins must stay visible
                     err = f"{type(e).__name__}: {e}" if err is None else f"{err}; {type(e).__name__}: {e}"
                 infos.append(PluginInfo(name, g, pkg, ver, desc, err, ep.value))
     return infos
+
+
+def plugin_names(group: str) -> list[str]:
+    """Registered names of a group, from the installed metadata only (nothing is imported)."""
+    return sorted(_by_name(group))

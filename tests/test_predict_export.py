@@ -3,6 +3,7 @@ randomly initialised model folder."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 from pathlib import Path
 
@@ -144,8 +145,10 @@ def test_predict_and_evaluate_commands(tmp_path, capsys):
     assert set(summary["mean"]) == {"1", "2"} and len(summary["metric_per_case"]) == 3
     assert {"Dice", "IoU", "TP", "FP", "FN", "TN", "n_pred", "n_ref", "volume_pred"} <= set(summary["mean"]["1"])
     assert summary["longitudinal"]["num_pairs"] == 1
-    # GT against itself: perfect scores, identical ASPC for prediction and reference
-    assert evaluate_main([str(ds / "labelsTr"), str(ds / "labelsTr"), "-djfile", str(ds / "dataset.json"),
+    # a copy of the GT as the prediction: perfect scores, identical ASPC for prediction and reference (the GT folder
+    # against itself is refused: see test_bad_evaluation_inputs.py)
+    shutil.copytree(ds / "labelsTr", tmp_path / "gt_copy")
+    assert evaluate_main([str(ds / "labelsTr"), str(tmp_path / "gt_copy"), "-djfile", str(ds / "dataset.json"),
                           "--patients", str(patients), "-o", str(tmp_path / "self.json"), "--no_hd95"]) == 0
     self_sum = json.loads((tmp_path / "self.json").read_text())
     assert self_sum["foreground_mean"]["Dice"] == 1.0 and self_sum["foreground_mean"]["FP"] == 0

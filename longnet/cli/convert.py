@@ -22,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.dataset.msd import convert_msd
 
-    args = build_parser().parse_args(argv)
     dest = convert_msd(args.input, overwrite_id=args.overwrite_id, num_processes=max(1, args.num_processes))
     print(f"converted {args.input} -> {dest}")
     return 0

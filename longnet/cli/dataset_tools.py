@@ -104,9 +104,9 @@ def _overlay_jobs(args: argparse.Namespace, out: Path) -> list[tuple]:
 
 @cli_main
 def main_plot_overlay_pngs(argv: Sequence[str] | None = None) -> int:
+    args = build_overlay_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.dataset.overlay_pngs import run_jobs
 
-    args = build_overlay_parser().parse_args(argv)
     if args.channel_idx < 0:
         raise LongnetError(f"-channel_idx must be >= 0, got {args.channel_idx}")
     out = Path(args.output)
@@ -119,10 +119,10 @@ def main_plot_overlay_pngs(argv: Sequence[str] | None = None) -> int:
 
 @cli_main
 def main_move_plans(argv: Sequence[str] | None = None) -> int:
+    args = build_move_plans_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.paths import dataset_name_from_id, preprocessed_root, raw_root
     from longnet.planning.move_plans import move_plans
 
-    args = build_move_plans_parser().parse_args(argv)
     check_name(args.source_plans, "-sp")
     if args.target_plans is not None:
         check_name(args.target_plans, "-tp")
@@ -134,9 +134,9 @@ def main_move_plans(argv: Sequence[str] | None = None) -> int:
 
 @cli_main
 def main_convert_old(argv: Sequence[str] | None = None) -> int:
+    args = build_convert_old_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.dataset.convert_v1 import convert_old_dataset
 
-    args = build_convert_old_parser().parse_args(argv)
     dest = convert_old_dataset(args.input_folder, args.output_dataset_name)
     print(f"converted {args.input_folder} -> {dest}")
     return 0

@@ -7,6 +7,7 @@ one table and writes pictures. Each trainer is shown by a *demo recipe* (see `lo
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
@@ -17,12 +18,15 @@ from pathlib import Path
 import longnet.demo.segmentation  # noqa: F401  (registers the nnUNetTrainer recipe)
 from longnet.cli.common import Argv, HelpFormatter, cli_main
 from longnet.demo.recipes import (CONFIG, RECIPES, SETTINGS, DemoContext, DemoSettings, RecipeResult, call_command,
-                                  demo_environment, load_recipe_plugins, plan_recipes, registered_trainers)
+                                  demo_environment, load_recipe_plugins, plan_recipes, registered_trainers,
+                                  selectable_names)
 from longnet.demo.synthetic import DEFAULT_DATASET_ID, dataset_folder_name, generate_demo_dataset
 from longnet.errors import LongnetError
 from longnet.utils.files import save_json
 
 MARKER = ".longnet_demo"
+DEFAULT_OUT = Path("~/longnet_demo_out")  # outside any source tree: a run writes a few hundred MB
+DEMO_ONLY = ("predictions", "results_learner", "random_init", "pictures")  # whole folders only the demo writes
 
 
 def _fmt(v: float | None) -> str:
@@ -45,8 +49,8 @@ def _prepare_out(out: Path, dataset_name: str) -> None:
         raise LongnetError("folder exists, is not empty and was not made by longnet_demo; choose another --out", out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by longnet_demo; its contents are replaced by the next run\n")
-    for sub in ("raw", "preprocessed", "results", "predictions"):
-        target = out / sub / dataset_name if sub != "predictions" else out / sub
+    for target in [out / sub / dataset_name for sub in ("raw", "preprocessed", "results")] + \
+            [out / sub for sub in DEMO_ONLY]:
         if target.exists():
             shutil.rmtree(target)
 
@@ -100,11 +104,22 @@ def run_demo(out: Path, device: str, settings: DemoSettings, seed: int, only: li
     seconds = time.time() - t0
     print(f"\nlongnet demo finished in {seconds:.0f} s ({device})\n\n{format_table(rows)}\n")
     print("pictures:\n" + "\n".join(f"  {p}" for p in pictures) if pictures else "pictures: none")
-    print(f"outputs under {out} (raw/, preprocessed/, results/, predictions/, pictures/)")
+    written = sorted(f"{p.name}/" for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    print(f"outputs under {out} ({', '.join(written)} demo_summary.json)")
     summary = {"device": device, "seconds": round(seconds, 1), "settings": asdict(settings),
                "rows": [dict(zip(HEADER, r)) for r in rows], "pictures": [str(p) for p in pictures]}
     save_json(summary, out / "demo_summary.json", indent=2)
+    print_environment(out / "raw", out / "preprocessed", out / "results", name)
     return 1 if failed else 0
+
+
+def print_environment(raw: Path, preprocessed: Path, results: Path, dataset_name: str) -> None:
+    """The shell lines that point longnet's commands at the demo's data, so the README's examples run on it."""
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    print("\nto run the README's examples on this data (they run in the raw dataset folder):\n"
+          f"  export LONGNET_RAW={q(raw)} LONGNET_PREPROCESSED={q(preprocessed)} LONGNET_RESULTS={q(results)}\n"
+          f"  export R=$LONGNET_RESULTS/{dataset_name}\n"
+          f"  cd {q(raw / dataset_name)}")
 
 
 def _default_device() -> str:
@@ -117,15 +132,19 @@ def _default_device() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="longnet_demo", allow_abbrev=False, formatter_class=HelpFormatter, description="Generate the embedded synthetic longitudinal "
-                                "dataset and run the whole longnet pipeline on it.")
-    p.add_argument("--out", default="longnet_demo_out", help="output folder (default: ./longnet_demo_out)")
+    p = argparse.ArgumentParser(prog="longnet_demo", allow_abbrev=False, formatter_class=HelpFormatter,
+                                description="Generate the embedded synthetic longitudinal dataset and run the whole "
+                                            "longnet pipeline on it. Ends by printing the `export LONGNET_...` lines "
+                                            "that point the README's examples at its data.")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="output folder, a few hundred MB; replaced by the next run (default: ~/longnet_demo_out)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
     p.add_argument("--only-dataset", action="store_true", help="only write OUT/Dataset990_LongDemo/ and stop")
     p.add_argument("--quick", action="store_true", help="smaller dataset and schedule (CI; ~1-2 min on 2 cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default 0)")
     p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
-                   help="run only these demo recipes / trainers (default: every registered trainer with a recipe)")
+                   help="run only these demo recipes / trainers, e.g. nnUNetTrainer LongRep (default: every "
+                        "registered trainer with a recipe)")
     return p
 
 
@@ -133,7 +152,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Argv = None) -> int:
     args = _parser().parse_args(argv)
     settings = SETTINGS["quick" if args.quick else "default"]
-    out = Path(args.out).resolve()
+    out = Path(args.out).expanduser().resolve()
+    if args.trainers:  # before anything is written or imported: a typo costs nothing
+        valid = selectable_names()
+        unknown = [n for n in args.trainers if n not in valid]
+        if unknown:
+            raise LongnetError(f"--trainers: no demo recipe or trainer named {', '.join(map(repr, unknown))}; "
+                               f"valid: {', '.join(valid)}")
     if args.only_dataset:
         if not out.exists() or not any(out.iterdir()):
             out.mkdir(parents=True, exist_ok=True)
@@ -141,6 +166,7 @@ def main(argv: Argv = None) -> int:
         folder = generate_demo_dataset(out, settings.n_subjects_train, settings.n_subjects_test, settings.shape,
                                        seed=args.seed, progress=True)
         print(f"wrote {folder}")
+        print_environment(out, out / "preprocessed", out / "results", folder.name)
         return 0
     device = args.device or _default_device()
     if device == "cuda":

@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.inference.ensemble import ensemble_folders
 
-    args = build_parser().parse_args(argv)
     cases = ensemble_folders(args.inputs, args.output, args.num_processes, args.save_npz)
     print(f"ensembled {len(cases)} case(s) of {len(args.inputs)} folder(s) into {args.output}")
     return 0

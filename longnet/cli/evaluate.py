@@ -353,9 +353,9 @@ def evaluate_embedding(args: argparse.Namespace) -> dict:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.evaluation.input_checks import check_folders, check_output
 
-    args = build_parser().parse_args(argv)
     run = {"segmentation": evaluate_segmentation, "forecast": evaluate_forecast,
            "classification": evaluate_classification, "embedding": evaluate_embedding}[args.task]
     pred = Path(args.pred)

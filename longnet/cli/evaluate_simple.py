@@ -49,14 +49,13 @@ def _output(args: argparse.Namespace) -> Path:
 
 @cli_main
 def main_simple(argv: Sequence[str] | None = None) -> int:
+    args = build_simple_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.dataset.io import file_ending_of
     from longnet.dataset.reader_choice import reader_writer_for_file
+    from longnet.evaluation.input_checks import check_folders, check_output
     from longnet.evaluation.nnunet_summary import foreground_dice, write_summary
     from longnet.evaluation.segmentation import evaluate_folders
 
-    from longnet.evaluation.input_checks import check_folders, check_output
-
-    args = build_simple_parser().parse_args(argv)
     gt = Path(args.gt_folder)
     if not gt.is_dir():
         raise LongnetError("folder not found", gt)
@@ -92,12 +91,11 @@ def _declared_values(args: argparse.Namespace) -> set[int] | None:
 
 @cli_main
 def main_folder(argv: Sequence[str] | None = None) -> int:
+    args = build_folder_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.dataset.folder_setup import folder_setup
+    from longnet.evaluation.input_checks import check_folders, check_output
     from longnet.evaluation.nnunet_summary import evaluate_to_summary, foreground_dice
 
-    from longnet.evaluation.input_checks import check_folders, check_output
-
-    args = build_folder_parser().parse_args(argv)
     setup = folder_setup(args.pred_folder, args.pfile, args.djfile)
     out = _output(args)
     if Path(args.gt_folder).is_dir() and Path(args.pred_folder).is_dir():

@@ -55,10 +55,10 @@ def _check_folds(folds: Sequence[str]) -> None:
 
 @cli_main
 def main_export(argv: Sequence[str] | None = None) -> int:
+    args = build_export_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.model_sharing.export import collect_model_files, write_model_zip
     from longnet.paths import dataset_name_from_id, results_root
 
-    args = build_export_parser().parse_args(argv)
     check_name(args.trainer, "-tr")
     check_name(args.plans, "-p")
     for c in args.configurations:
@@ -77,10 +77,10 @@ def main_export(argv: Sequence[str] | None = None) -> int:
 
 @cli_main
 def main_install(argv: Sequence[str] | None = None) -> int:
+    args = build_install_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.model_sharing.install import install_model_zip
     from longnet.paths import results_root
 
-    args = build_install_parser().parse_args(argv)
     results = results_root()
     installed = install_model_zip(args.zip, results)
     models = sorted({p.relative_to(results).parts[:2] for p in installed if len(p.relative_to(results).parts) > 2})

@@ -52,9 +52,9 @@ def build_apply_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main_determine(argv: Sequence[str] | None = None) -> int:
+    args = build_determine_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.postprocessing.determine import determine_postprocessing
 
-    args = build_determine_parser().parse_args(argv)
     steps = determine_postprocessing(args.input, args.ref, args.plans_json, args.dataset_json, args.num_processes,
                                      keep_postprocessed=not args.remove_postprocessed)
     print(f"{len(steps)} postprocessing step(s) accepted; decisions in {args.input}/postprocessing.json")
@@ -63,11 +63,11 @@ def main_determine(argv: Sequence[str] | None = None) -> int:
 
 @cli_main
 def main_apply(argv: Sequence[str] | None = None) -> int:
+    args = build_apply_parser().parse_args(argv)  # before the imports: -h answers at once
     from longnet.dataset.folder_setup import folder_setup
     from longnet.postprocessing.apply import apply_to_folder
     from longnet.postprocessing.decisions import load_decisions, resolve_decisions_file
 
-    args = build_apply_parser().parse_args(argv)
     steps = load_decisions(resolve_decisions_file(args.pp_pkl_file, args.pp_file))
     setup = folder_setup(args.input, args.plans_json, args.dataset_json)
     names = apply_to_folder(args.input, args.output, steps, setup.file_ending, setup.reader_writer.name,

@@ -171,11 +171,11 @@ def _parse(argv) -> tuple[argparse.Namespace, type | None]:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
+    args, trainer_cls = _parse(argv)  # before the heavy imports: -h and usage errors answer at once
     import torch
 
     from longnet.inference.predictor import Predictor, list_input_cases
 
-    args, trainer_cls = _parse(argv)
     task = getattr(trainer_cls, "prediction_task", "segmentation") if trainer_cls is not None else "segmentation"
     if task == "none":
         raise LongnetError(f"{trainer_cls.__name__} only pretrains: its checkpoint initialises another trainer "

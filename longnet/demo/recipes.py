@@ -104,6 +104,12 @@ def call_command(module: str, func: str, argv: list[str]) -> None:
     shown = " ".join(argv)
     print(f"$ longnet_{module} {shown}", flush=True)
     rc = fn(argv)
+    if rc == 130:  # Ctrl-C or SIGTERM inside a step stops the whole demo, not just that recipe
+        raise KeyboardInterrupt()
+    if rc == 143:
+        from longnet.cli.common import Terminated
+
+        raise Terminated()
     if rc not in (None, 0):
         raise StepFailed(f"longnet.cli.{module}.{func}({shown}) exited with code {rc}")
 
@@ -152,6 +158,21 @@ def registered_trainers() -> dict[str, str | None]:
     return found or {"nnUNetTrainer": None}
 
 
+def selectable_names() -> list[str]:
+    """What `longnet_demo --trainers` accepts: recipe names and the registered trainers each covers, read from the
+    installed metadata (no plugin is imported, so a typo is refused at once)."""
+    from importlib.metadata import entry_points
+
+    from longnet.registry import TRAINERS, plugin_names
+
+    registered = dict.fromkeys(plugin_names(TRAINERS))
+    recipes = list(dict.fromkeys([*RECIPES, *(ep.name for ep in entry_points(group=RECIPE_GROUP))]))
+    names = set(recipes)
+    for name in recipes:
+        names.update(covered_trainers(name, RECIPES.get(name), registered))  # unloaded plugin recipe: by name
+    return sorted(names)
+
+
 def load_recipe_plugins() -> list[tuple[str, str]]:
     """Add recipes shipped by plugin packages (entry-point group `longnet.demo_recipes`, name = trainer name,
     value = a function DemoContext -> RecipeResult). Built-in recipes win. Returns (name, error) of failures."""
@@ -168,7 +189,7 @@ def load_recipe_plugins() -> list[tuple[str, str]]:
     return failures
 
 
-def covered_trainers(name: str, fn: Recipe, registered: dict[str, str | None]) -> list[str]:
+def covered_trainers(name: str, fn: Recipe | None, registered: dict[str, str | None]) -> list[str]:
     """Trainers a recipe shows: its `trainers` attribute, else the registered trainer of that name, else every
     registered trainer whose name starts with it (a plugin's recipe "LongRep" covers LongRepPretrainer and
     LongRepFinetuner)."""

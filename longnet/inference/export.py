@@ -143,6 +143,9 @@ def export_prediction(logits, props: dict, plans: Plans, configuration: Configur
         seg, probs = revert_cropping_and_transpose(cropped_segmentation, props, plans), None
     else:
         seg, probs = convert_logits(logits, props, plans, configuration, label_manager, save_probabilities)
+    # the label map first: a 3D TIFF writer leaves a `{case}.json` spacing sidecar, which the properties below
+    # (holding the same `spacing`) then replace, so both readers find what they need in one file
+    reader_writer_for_plans(plans).write_seg(seg, output_file, props)  # the format the plans' reader read
     if probs is not None:
         name = output_file.name
         for ending in (".nii.gz", ".nii", ".mha", ".nrrd", ".png", ".bmp", ".tif", ".tiff"):
@@ -156,7 +159,6 @@ def export_prediction(logits, props: dict, plans: Plans, configuration: Configur
         plain = {k: v for k, v in props.items() if k != "class_locations"}
         save_json(plain, output_file.with_name(name + ".json"))
         save_properties_pickle(plain, output_file.with_name(name + ".pkl"))
-    reader_writer_for_plans(plans).write_seg(seg, output_file, props)  # the format the plans' reader read
     return output_file
 
 

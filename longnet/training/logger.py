@@ -92,8 +92,12 @@ class TrainingLogger:
         fig, axes = plt.subplots(3, 1, figsize=(12, 14))
         if self.title:
             fig.suptitle(self.title, fontsize=16)
-        for a in axes:
-            a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for a in axes:  # whole epochs only (matplotlib pads a single point to ±0.05 with fractional ticks)
+            if len(epochs) <= 15:
+                a.set_xticks(epochs)
+                a.set_xlim(-0.5, len(epochs) - 0.5)
+            else:
+                a.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax = axes[0]
         for key, style in (("train_loss", "b-"), ("val_loss", "r-")):
             if key in v:
@@ -118,7 +122,7 @@ class TrainingLogger:
             axes[2].plot(epochs, _series(v["lr"], len(epochs)), "b-", linewidth=3, **mark)
             axes[2].set_xlabel("epoch")
             axes[2].set_ylabel("learning rate")
-        plt.tight_layout()
+        plt.tight_layout(rect=(0, 0, 1, 0.97) if self.title else None)
         dest = self.output_folder / "progress.png"
         with atomic_path(dest, suffix=".png") as tmp:
             fig.savefig(tmp, format="png")

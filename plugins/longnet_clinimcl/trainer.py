@@ -72,17 +72,21 @@ class ClinImCLTrainer(RepresentationTrainer):
         parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                             help="paper: 96³ input, widths 16-128, h 256, z 128, batch 8; tiny: 32³, widths 4-32, "
                                  "h 32, z 16, batch 4 (the options below override single values)")
-        parser.add_argument("--cube", type=int, default=None, help="edge of the cube every scan is resized to")
-        parser.add_argument("--widths", type=int, nargs=4, default=None, help="encoder widths of the 4 stages")
-        parser.add_argument("--h-dim", dest="h_dim", type=int, default=None, help="representation size h")
-        parser.add_argument("--z-dim", dest="z_dim", type=int, default=None, help="projection size z")
+        parser.add_argument("--cube", type=int, default=None,
+                            help="edge of the cube every scan is resized to (default: the preset's)")
+        parser.add_argument("--widths", type=int, nargs=4, default=None,
+                            help="encoder widths of the 4 stages (default: the preset's)")
+        parser.add_argument("--h-dim", dest="h_dim", type=int, default=None,
+                            help="representation size h (default: the preset's)")
+        parser.add_argument("--z-dim", dest="z_dim", type=int, default=None,
+                            help="projection size z (default: the preset's)")
         parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                            help="distinct subjects per batch (B)")
+                            help="distinct subjects per batch (B; default: the preset's)")
         parser.add_argument("--tau", type=float, default=0.07, help="InfoNCE temperature (default 0.07)")
         parser.add_argument("--one-directional", dest="one_directional", action="store_true",
                             help="CE(S, I) only (the report's Eq. 1) instead of the symmetric form")
         parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-        parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4)
+        parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4, help="weight decay")
         parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
                             help="frozen validation batches per epoch (default 10)")
 

@@ -61,7 +61,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--encoder", default=None, help="checkpoint of a LEARNERTrainer run (required)")
+        parser.add_argument("--encoder", default=None, help="checkpoint of a LEARNERTrainer run (required; no default)")
         parser.add_argument("--delta", type=float, default=2.0,
                             help="|Δscore| above which a pair counts as improved/worsened (default 2, MMSE points)")
         parser.add_argument("--lower-is-healthier", dest="lower_is_healthier", action="store_true",

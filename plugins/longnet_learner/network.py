@@ -37,9 +37,11 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", choices=["tsm", "resnet3d"], default=None,
                         help="tsm (default): slices as frames through a TSM ResNet-18; resnet3d: MONAI's 3D "
                              "ResNet-18 on the volume resized to frames×size×size (a deviation from the paper)")
-    parser.add_argument("--frames", type=int, default=None, help="number of frames T (evenly spaced slices)")
-    parser.add_argument("--image-size", dest="image_size", type=int, default=None, help="frame size (square)")
-    parser.add_argument("--widths", type=int, nargs=4, default=None, help="ResNet stage widths")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="number of frames T (evenly spaced slices; default: the preset's)")
+    parser.add_argument("--image-size", dest="image_size", type=int, default=None,
+                        help="frame size (square; default: the preset's)")
+    parser.add_argument("--widths", type=int, nargs=4, default=None, help="ResNet stage widths (default: the preset's)")
     parser.add_argument("--slice-axis", dest="slice_axis", type=int, default=0, choices=[0, 1, 2],
                         help="spatial axis of the preprocessed volume used as time (default 0, the first axis)")
 

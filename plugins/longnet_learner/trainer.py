@@ -109,9 +109,9 @@ class LEARNERTrainer(RepresentationTrainer):
         parser.add_argument("--projector-dim", dest="projector_dim", type=int, default=0,
                             help="apply L_con to a Linear-ReLU-Linear projection of this size (default 0: on u)")
         parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                            help="scans (= distinct subjects) per batch (preset: 16 / tiny 4)")
+                            help="scans (= distinct subjects) per batch (default: the preset's, 16 / tiny 4)")
         parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-        parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=0.0)
+        parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=0.0, help="Adam weight decay")
         parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
                             help="frozen validation batches per epoch (default 10)")
 

@@ -121,7 +121,7 @@ def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ViT patch size, 1 or 3 ints (default: derived from the plan's patch size)")
     for name in OVERRIDABLE:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None,
-                            help=f"override the preset's {name}")
+                            help=f"override the preset's {name} (default: the preset's)")
     parser.add_argument("--deterministic-mae", "--siamese-mae", dest="deterministic_mae", action="store_true",
                         help="deterministic Siamese-MAE ablation: no latent, no KL (same encoder/decoder)")
     parser.add_argument("--mask-ratio", dest="mask_ratio", type=float, default=0.75,

@@ -83,7 +83,9 @@ class STAMPProbeTrainer(Trainer):
         parser.add_argument("--horizon-days", dest="horizon_days", type=float, required=True,
                             help="prediction horizon in days; its Δt-embedding is added to the scan's CLS")
         src = parser.add_mutually_exclusive_group()
-        src.add_argument("--encoder", default=None, help="checkpoint of a STAMPTrainer run (STAMP or Siamese-MAE)")
+        src.add_argument("--encoder", default=None,
+                         help="checkpoint of a STAMPTrainer run (STAMP or Siamese-MAE; no default: "
+                              "give it or --random-encoder)")
         src.add_argument("--random-encoder", dest="random_encoder", action="store_true",
                          help="randomly initialised encoder (baseline; sizes from --preset etc.)")
         add_architecture_arguments(parser)
@@ -96,7 +98,7 @@ class STAMPProbeTrainer(Trainer):
                                  "[z from the prior ; projected tokens]")
         parser.add_argument("--probe-heads", dest="probe_heads", type=int, default=None,
                             help="attention heads of the pooling probe (default: 12 or the largest divisor)")
-        parser.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="scans per step (32)")
+        parser.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="scans per step")
         parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-3)")
         parser.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=None,
                             help="warm-up epochs (default: 10, at most a tenth of the epochs)")

@@ -38,7 +38,7 @@ from longnet_tfm.subjects import ForecastJob, default_visits_csv, load_days, loa
 def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--target-days", dest="target_days", type=float, default=None,
-      help="TFM: forecast the visit at this day (context = earlier visits) instead of the last listed visit")
+      help="TFM: forecast the visit at this day (context = earlier visits; default: the last listed visit)")
     a("--with-lci", dest="with_lci", action="store_true",
       help="TFM: also write the last-context-image baseline into OUT/lci/")
     a("--with-context-mean", dest="with_context_mean", action="store_true",
