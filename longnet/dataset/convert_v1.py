@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from longnet.dataset.msd import OUT_ENDING, _check_target_free, convert_dataset_json
 from longnet.errors import DatasetError, LongnetError
-from longnet.utils.files import load_json, save_json
+from longnet.utils.files import load_json, save_json, staging_folder
 
 REQUIRED_FOLDERS = ("imagesTr", "labelsTr")
 OPTIONAL_FOLDERS = ("imagesTs", "labelsTs", "imagesVal", "labelsVal")
@@ -61,11 +60,8 @@ def convert_old_dataset(source: str | Path, name: str, raw_root: str | Path | No
         raise LongnetError("target dataset already exists; delete it or choose another name", root / name)
     _check_target_free(root, name)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".converting", dir=root))
+    tmp = staging_folder(root, name)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should get the usual permissions
         for sub in REQUIRED_FOLDERS + OPTIONAL_FOLDERS:
             if (source / sub).is_dir():
                 shutil.copytree(source / sub, tmp / sub, copy_function=shutil.copyfile)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import SimpleITK as sitk
 
 from longnet.dataset.raw import validate_case_id
 from longnet.errors import DatasetError, LongnetError
-from longnet.utils.files import load_json, save_json
+from longnet.utils.files import load_json, save_json, staging_folder
 
 _TASK_RE = re.compile(r"^Task(\d+)_(.+)$")
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_")
@@ -178,11 +177,8 @@ def convert_msd(source: str | Path, raw_root: str | Path | None = None, overwrit
     _check_target_free(root, name)
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".converting", dir=root))
+    tmp = staging_folder(root, name)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should get the usual permissions
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir()
         jobs = [(_convert_image, (p, tmp / "imagesTr", c, n_channels)) for c, p in images.items()]

@@ -50,7 +50,6 @@ class nnUNetTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        conf = self.configuration_manager
         self.aug = self.configure_augmentation()
         self.inference_allowed_mirroring_axes = tuple(self.aug.mirror_axes) or None
         lm = self.label_manager

@@ -144,6 +144,16 @@ def load_json(path: str | Path) -> Any:
         raise DatasetError(f"cannot read file ({e.strerror})", path) from None
 
 
+def staging_folder(root: Path, name: str) -> Path:
+    """A hidden folder in `root` to build dataset `name` in before renaming it into place, with the permissions an
+    ordinary folder gets (mkdtemp makes it private)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".converting", dir=root))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def remove_stale_temp_files(folder: str | Path) -> None:
     """Remove leftovers of writes interrupted by a crash (names made by atomic_path)."""
     folder = Path(folder)
