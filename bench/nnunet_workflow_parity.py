@@ -12,16 +12,19 @@ One command, three parts (every training is tiny: 1 epoch of 2 iterations, 1 val
 * `select` (same models): `longnet_find_best_configuration 4 -c 2d 3d_fullres -f 0 1` on longnet's results and
   `nnUNetv2_find_best_configuration` on a copy of them (nnU-Net reads our validation `.npz` + `.pkl`); chosen
   model, scores, postprocessing decisions, merged/ensembled/postprocessed label maps compared. Then
-  `longnet_ensemble` vs `nnUNetv2_ensemble` on the validation folders (2d + 3d_fullres, per fold, `--save_npz`),
+  `longnet_ensemble` vs `nnUNetv2_ensemble` on copies of the validation folders (2d + 3d_fullres, per fold,
+  `--save_npz`; the model's plans.json/dataset.json added, which nnU-Net's ensembler reads from its first input),
   and `longnet_apply_postprocessing` vs `nnUNetv2_apply_postprocessing` on the winner's cross-validation folder
   (each tool with its own decision file, and longnet with nnU-Net's decision).
 * `cascade`: a 12-case subset planned by both tools with `-gpu_memory_target 0.02` (small patches, so
-  3d_lowres and 3d_cascade_fullres are planned; the two plans are compared). (a) longnet trains 3d_lowres on
-  both folds and 3d_cascade_fullres on fold 0, predicts 3d_lowres then the cascade with
-  `-prev_stage_predictions`; nnU-Net predicts with the longnet cascade folder from the same lowres predictions.
-  (b) nnU-Net preprocesses and trains the same cascade itself (trainer `nnUNetTrainer_tiny`, a subclass with the
-  tiny budget, found through `nnUNet_extTrainer`); `longnet_predict -m` on nnU-Net's model folders vs nnU-Net's
-  predictor, the cascade from nnU-Net's lowres predictions.
+  3d_lowres and 3d_cascade_fullres are planned; the two plans are compared), trained without mirroring
+  (`nnUNetTrainerNoMirroring`: 8x cheaper 3D validation and prediction, no TTA at prediction either).
+  (a) longnet trains 3d_lowres on both folds and 3d_cascade_fullres on fold 0, predicts 3d_lowres then the
+  cascade with `-prev_stage_predictions`; nnU-Net predicts with longnet's model folders, the cascade from the
+  same lowres predictions. (b) nnU-Net preprocesses and trains the same cascade itself (trainer
+  `nnUNetTrainerNoMirroring_tiny`, its no-mirroring trainer with the tiny budget, found through
+  `nnUNet_extTrainer`); `longnet_predict -m` on nnU-Net's model folders vs nnU-Net's predictor, the cascade from
+  nnU-Net's lowres predictions.
 
 Everything lands in `--work` (wiped first unless `--reuse`); `report.json` holds every number and the table
 printed at the end. Wall time of each step and of the whole run is recorded.
@@ -49,13 +52,17 @@ SELECT_CASES = 20
 CASCADE_CASES = 12
 CASCADE_GPU_TARGET = "0.02"  # GB: patches small enough that both planners add 3d_lowres on Task04's 1 mm grid
 BUDGET = ("--epochs", "1", "--iters-per-epoch", "2", "--val-iters", "1")
-NN_TRAINER = "nnUNetTrainer_tiny"
+# The cascade trains without mirroring (longnet's and nnU-Net's nnUNetTrainerNoMirroring): mirroring TTA would
+# make every 3D final validation and prediction 8x dearer, and both tools then predict these models without it.
+LN_CASCADE_TRAINER = "nnUNetTrainerNoMirroring"
+NN_TRAINER = "nnUNetTrainerNoMirroring_tiny"
 _NN_TINY_TRAINER = '''import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import \\
+    nnUNetTrainerNoMirroring
 
 
-class {name}(nnUNetTrainer):
-    """nnU-Net's default trainer with the bench's tiny budget (1 epoch x 2 iterations, 1 validation iteration)."""
+class {name}(nnUNetTrainerNoMirroring):
+    """nnU-Net's no-mirroring trainer with the bench's tiny budget (1 epoch x 2 iterations, 1 validation iteration)."""
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -377,21 +384,21 @@ def part_cascade(b: Bench, inputs: Path) -> dict:
     # (a) longnet trains and predicts; nnU-Net predicts with longnet's model folders
     for conf, folds in (("3d_lowres", ("0", "1")), ("3d_cascade_fullres", ("0",))):
         for fold in folds:
-            if not b.trained(ln_res, f"nnUNetTrainer__nnUNetPlans__{conf}", fold):
-                b.step(f"cascade (a): longnet_train {conf} fold {fold}",
-                       b.ln("train", "main", "4", conf, fold, *BUDGET, "-device", b.device), env_ln)
-    ln_lowres = ln_res / DATASET / "nnUNetTrainer__nnUNetPlans__3d_lowres"
-    ln_cascade = ln_res / DATASET / "nnUNetTrainer__nnUNetPlans__3d_cascade_fullres"
+            if not b.trained(ln_res, f"{LN_CASCADE_TRAINER}__nnUNetPlans__{conf}", fold):
+                b.step(f"cascade (a): longnet_train {conf} fold {fold}", b.ln(
+                    "train", "main", "4", conf, fold, "-tr", LN_CASCADE_TRAINER, *BUDGET, "-device", b.device), env_ln)
+    ln_lowres = ln_res / DATASET / f"{LN_CASCADE_TRAINER}__nnUNetPlans__3d_lowres"
+    ln_cascade = ln_res / DATASET / f"{LN_CASCADE_TRAINER}__nnUNetPlans__3d_cascade_fullres"
     predict_nn = ("-f", "0", "-device", b.device, "-npp", "1", "-nps", "1", "--disable_progress_bar")
     b.step("cascade (a): longnet_predict -c 3d_lowres", b.ln(
         "predict", "main", "-i", str(inputs), "-o", str(out / "a_lowres_longnet"), "-d", "4", "-c", "3d_lowres",
-        "-f", "0", "-device", b.device), env_ln)
+        "-tr", LN_CASCADE_TRAINER, "-f", "0", "-device", b.device), env_ln)
     b.step("cascade (a): nnUNetv2_predict_from_modelfolder 3d_lowres", b.nn(
         "nnUNetv2_predict_from_modelfolder", "-i", str(inputs), "-o", str(out / "a_lowres_nnunet"),
         "-m", str(ln_lowres), *predict_nn), env_nn)
     b.step("cascade (a): longnet_predict -c 3d_cascade_fullres", b.ln(
         "predict", "main", "-i", str(inputs), "-o", str(out / "a_cascade_longnet"), "-d", "4",
-        "-c", "3d_cascade_fullres", "-f", "0", "-device", b.device,
+        "-c", "3d_cascade_fullres", "-tr", LN_CASCADE_TRAINER, "-f", "0", "-device", b.device,
         "-prev_stage_predictions", str(out / "a_lowres_longnet")), env_ln)
     b.step("cascade (a): nnUNetv2_predict_from_modelfolder 3d_cascade_fullres", b.nn(
         "nnUNetv2_predict_from_modelfolder", "-i", str(inputs), "-o", str(out / "a_cascade_nnunet"),

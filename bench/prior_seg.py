@@ -10,7 +10,7 @@ CPU step is fast. Every arm trains on fold 'all' of the training subjects, predi
 that explain the differences: lesion Dice on first visits vs follow-ups (a first visit has no prior), the final
 training loss, and for DiffWeightingTrainer the mean |γ| of its fusion blocks (how much prior it mixes in).
 
-    nice -n 10 python3 bench/prior_seg.py [--out /tmp/prior_seg] [--seeds 0 1 2] [--epochs 10 --iters 20]
+    python3 bench/prior_seg.py [--out /tmp/prior_seg] [--seeds 0 1 2] [--epochs 10 --iters 20]
     python3 bench/prior_seg.py --reuse --pretrained      # + LongRep-pretrained starts of both prior trainers
     python3 bench/prior_seg.py --quick                   # pipeline check, numbers meaningless
 
@@ -55,7 +55,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--iters", type=int, default=20, help="iterations per epoch")
     p.add_argument("--base-features", dest="base_features", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a loaded 2-core machine two threads made a step of this "
+                        "network ~9x slower, measured)")
     p.add_argument("--arms", nargs="+", default=["nnunet", "concat", "diff"],
                    choices=["nnunet", "concat", "concat_seg", "diff"],
                    help="nnunet: nnUNetTrainer; concat: PriorConcatTrainer (image prior); concat_seg: "
@@ -117,6 +119,7 @@ def _gamma(fold_dir: Path) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     os.environ.setdefault("LONGNET_COMPILE", "0")
+    os.environ.setdefault("LONGNET_N_PROC_DA", "1")  # one loader worker: augmentation is ~15 % of a CPU step
     import torch
 
     from longnet.demo.recipes import call_command, demo_environment
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         test_subjects = json.loads((raw / "patientsTs.json").read_text())
         results = Path(roots["LONGNET_RESULTS"])
         common = [str(DATASET_ID), CONFIG, "all", "-p", PLANS, "-device", args.device, "--disable-final-validation",
-                  "--val-iters", "2", "--no-validation-mirroring", "--epochs", str(args.epochs),
+                  "--val-iters", "1", "--no-validation-mirroring", "--epochs", str(args.epochs),
                   "--iters-per-epoch", str(args.iters)]
         ckpt = out / "pretrained" / f"longrep_{args.pt_epochs}x{args.pt_iters}.pth"
         arms = [(a, ARMS[a][0], ARMS[a][1]) for a in args.arms]

@@ -80,8 +80,12 @@ def load_plugin(group: str, name: str) -> Any:
     """Import the object registered as `name` in `group`; unknown, duplicate or broken plugins raise LongnetError."""
     eps = _by_name(group)
     if name not in eps:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(eps), n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         available = ", ".join(sorted(eps)) or "(none installed)"
-        raise LongnetError(f"unknown {_kind(group)} {name!r}; available: {available}")
+        raise LongnetError(f"unknown {_kind(group)} {name!r}{hint}; available: {available}")
     candidates = eps[name]
     if len({_package(e)[0] for e in candidates}) > 1 or len(candidates) > 1:
         raise LongnetError(_duplicate_message(group, name, candidates))

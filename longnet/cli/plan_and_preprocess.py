@@ -51,11 +51,14 @@ def _add_align(p: argparse.ArgumentParser, default: str | None) -> None:
                         + ("" if default else "; default: what the plans say"))
 
 
-def _add_preprocess(p: argparse.ArgumentParser) -> None:
+def _add_preprocess(p: argparse.ArgumentParser, plans_name: bool = True) -> None:
+    """`plans_name` only for longnet_preprocess: plan_and_preprocess preprocesses the plans it just wrote (their
+    name is -overwrite_plans_name), as nnU-Net's does."""
     p.add_argument("-c", nargs="+", default=DEFAULT_CONFIGS, help="configurations to preprocess")
     p.add_argument("-np", nargs="+", type=int, default=None,
                    help="processes (one value, or one per configuration; default: min(CPU cores, 8))")
-    p.add_argument("-plans_name", default=None, help="plans to preprocess (default: the planner's plans name)")
+    if plans_name:
+        p.add_argument("-plans_name", default="nnUNetPlans", help="plans to preprocess")
     p.add_argument("--verbose", action="store_true", help="print per-case progress")
 
 
@@ -123,7 +126,16 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
         folds = plan_splits(pre_dir, subjects, subjects)
         if folds is not None:
             write_generated_splits(pre_dir, folds)
+    _report_configurations(name, plans)
     return planner.plans_name
+
+
+def _report_configurations(dataset_name: str, plans: dict) -> None:
+    """One line on what was planned and, for nnU-Net's default configurations that were not, why."""
+    planned = list(plans["configurations"])
+    missing = [f"{c} ({unplanned_reason(plans, c)})" for c in DEFAULT_CONFIGS if c not in planned]
+    print(f"{dataset_name}: {plans['plans_name']} plans {', '.join(planned)}"
+          + (f"; not planned: {'; '.join(missing)}" if missing else ""))
 
 
 def preprocess(dataset: str, plans_name: str, configurations: list[str], num_processes: list[int],
@@ -196,7 +208,7 @@ def main_plan_and_preprocess(argv=None) -> int:
     _add_common(p)
     _add_fingerprint(p)
     _add_plan(p)
-    _add_preprocess(p)
+    _add_preprocess(p, plans_name=False)
     _add_align(p, "none")
     p.add_argument("--no_pp", action="store_true", help="stop after planning")
     args = _check_numbers(p.parse_args(argv))
@@ -210,7 +222,7 @@ def main_plan_and_preprocess(argv=None) -> int:
         plans_name = plan_experiment(d, args.pl, args.gpu_memory_target, args.overwrite_plans_name,
                                      args.overwrite_target_spacing, args.preprocessor_name, args.align)
         if not args.no_pp:
-            preprocess(d, args.plans_name or plans_name, args.c, _np(args), align=args.align)
+            preprocess(d, plans_name, args.c, _np(args), align=args.align)
         print(f"{d}: done in {time.perf_counter() - t0:.1f} s (plans: {plans_name})")
     return 0
 
@@ -247,5 +259,5 @@ def main_preprocess(argv=None) -> int:
     _add_align(p, None)
     args = _check_numbers(p.parse_args(argv))
     for d in args.d:
-        preprocess(d, args.plans_name or "nnUNetPlans", args.c, _np(args), align=args.align)
+        preprocess(d, args.plans_name, args.c, _np(args), align=args.align)
     return 0

@@ -65,16 +65,26 @@ def plot_trajectories(embeddings: Mapping[str, np.ndarray], subjects: Mapping[st
                       dest: str | Path, title: str = "", method: str = "auto",
                       max_subjects_labelled: int = 12) -> Path:
     """PNG of subject trajectories in 2D: one colour per subject, visits joined in time order, an arrow head on
-    the last visit. Cases missing from `subjects` are drawn as grey points."""
+    the last visit. Cases missing from `subjects` are drawn as grey points. The caption gives the spread of the
+    (L2-normalised) embeddings and, for PCA, each axis' share of the variance: a projection rescales to fill the
+    axes, so without them a collapsed embedding (e.g. a random-init encoder) looks as spread out as a trained one."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cases = list(embeddings)
-    coords, used = project_2d(np.stack([np.asarray(embeddings[c]).ravel() for c in cases]), method)
+    raw = np.stack([np.asarray(embeddings[c], dtype=np.float64).ravel() for c in cases])
+    coords, used = project_2d(raw, method)
+    unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    centred = unit - unit.mean(0)
+    spread = float(np.linalg.norm(centred, axis=1).mean())
+    total = float((centred ** 2).sum(1).mean())
+    share = [float(coords[:, k].var() / total) if used == "PCA" and total > 0 else None for k in range(2)]
     pos = dict(zip(cases, coords))
-    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.6, 5.4), dpi=110)
     cmap = plt.get_cmap("tab10" if len(subjects) <= 10 else "tab20")
     drawn: set[str] = set()
     for k, (subject, visits) in enumerate(subjects.items()):
@@ -91,11 +101,14 @@ def plot_trajectories(embeddings: Mapping[str, np.ndarray], subjects: Mapping[st
     rest = np.array([pos[c] for c in cases if c not in drawn])
     if len(rest):
         ax.plot(rest[:, 0], rest[:, 1], ".", color="0.6", label="no subject")
-    ax.set_xlabel(f"{used} 1")
-    ax.set_ylabel(f"{used} 2")
-    ax.set_title(title or f"embedding trajectories ({used}; square = first visit)", fontsize=10)
+    for k, setter in enumerate((ax.set_xlabel, ax.set_ylabel)):
+        setter(f"{used} {k + 1}" + (f" ({share[k]:.0%} of the variance)" if share[k] is not None else ""))
+    caption = (f"{used} of L2-normalised embeddings (mean distance to their centroid {spread:.2g}); "
+               "square = first visit, arrow = last")
+    lines = [textwrap.fill(t, 90) for t in [*(title.splitlines() if title else ["embedding trajectories"]), caption]]
+    ax.set_title("\n".join(lines), fontsize=8.5)
     if subjects:
-        ax.legend(fontsize=7, loc="best", ncol=2, frameon=False)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     dest = Path(dest)
     with atomic_path(dest, suffix=".png") as tmp:

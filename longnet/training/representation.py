@@ -219,11 +219,12 @@ class RepresentationTrainer(Trainer):
         save_embeddings(ids, emb, output_folder, columns)
         if len(trainers) > 1:
             print(f"{cls.__name__}: embeddings from fold {trainers[0].fold} (folds embed into different spaces)")
-        # the model folder's last parts tell runs of one trainer apart (e.g. a trained and a baseline arm)
-        model = "/".join(model_folder.resolve().parts[-3:])
+        # the folders above the model tell runs of one trainer apart (e.g. a trained and a baseline arm)
+        where = "/".join(model_folder.resolve().parts[-3:-1])
+        setup = model_folder.name.split("__", 1)[-1].replace("__", ", ")
         plot_trajectories(dict(zip(ids, emb)), subjects, output_folder / "trajectories.png",
                           title=f"{cls.__name__}: {lead.embedding_description()} of {len(ids)} scans\n"
-                                f"model {model}, fold {lead.fold}")
+                                f"model {where} ({setup}, fold {lead.fold})")
         cls.write_extra_predictions(trainers, ids, inputs, subjects, visits, output_folder, args)
         print(f"{cls.__name__}: embedded {len(ids)} case(s) into {output_folder}")
 

@@ -168,8 +168,10 @@ def predict_embeddings(model_folder: Path, folds: Sequence[str] | None, input_fo
     subjects = _subjects(ids, args)
     subject_of = {c: s for s, cs in subjects.items() for c in cs}
     npz, _ = save_embeddings(ids, np.stack(emb), output_folder, {"subject": [subject_of.get(c, c) for c in ids]})
+    where = "/".join(model_folder.resolve().parts[-3:-1])  # tells runs of one trainer apart
     plot_trajectories(dict(zip(ids, emb)), subjects, output_folder / "trajectories.png",
-                      title=f"STAMP encoder CLS embeddings of {len(ids)} scans")
+                      title=f"STAMPTrainer: encoder CLS embeddings of {len(ids)} scans\n"
+                            f"model {where}/{model_folder.name} ({path.parent.name})")
     print(f"STAMPTrainer: embedded {len(ids)} case(s) into {output_folder}")
     return npz
 
