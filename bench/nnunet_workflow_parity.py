@@ -336,13 +336,20 @@ def part_select(b: Bench, sel: dict) -> dict:
     return report
 
 
-def _plans_difference(a: dict, b: dict) -> list[str]:
-    """Keys whose values differ between two plans files (longnet's extra 'longitudinal' block ignored)."""
-    diffs = [k for k in sorted(set(a) | set(b)) if k not in ("configurations", "longitudinal") and a.get(k) != b.get(k)]
-    ca, cb = a["configurations"], b["configurations"]
-    if list(ca) != list(cb):
-        diffs.append(f"configuration order {list(ca)} vs {list(cb)}")
-    diffs += [f"configurations.{c}" for c in ca if c in cb and ca[c] != cb[c]]
+def _plans_difference(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Leaves that differ between two plans files, as `key.path: a vs b` (longnet's extra 'longitudinal' block
+    ignored); configuration order is compared too."""
+    diffs = []
+    if not prefix and list(a.get("configurations", {})) != list(b.get("configurations", {})):
+        diffs.append(f"configuration order {list(a['configurations'])} vs {list(b['configurations'])}")
+    for k in sorted(set(a) | set(b)):
+        if not prefix and k == "longitudinal":
+            continue
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            diffs += _plans_difference(x, y, f"{prefix}{k}.")
+        elif x != y:
+            diffs.append(f"{prefix}{k}: {x} vs {y}")
     return diffs
 
 
@@ -447,8 +454,8 @@ def table(report: dict) -> list[tuple[str, str]]:
                      pct(r["nnunet_vs_longnet"])))
     if "cascade" in report:
         r = report["cascade"]
-        rows.append(("cascade: plans of both planners (-gpu_memory_target 0.02)",
-                     "identical" if not r["plans_differences"] else "differ: " + ", ".join(r["plans_differences"])))
+        rows.append(("cascade: plans, longnet vs nnU-Net planner (-gpu_memory_target 0.02)",
+                     "identical" if not r["plans_differences"] else "differ: " + "; ".join(r["plans_differences"])))
         for side, label in (("a_longnet_models", "(a) longnet-trained"), ("b_nnunet_models", "(b) nnU-Net-trained")):
             rows.append((f"cascade {label} 3d_lowres: nnU-Net vs longnet", pct(r[side]["lowres_nnunet_vs_longnet"])))
             rows.append((f"cascade {label} 3d_cascade_fullres: nnU-Net vs longnet",

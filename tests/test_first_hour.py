@@ -109,3 +109,18 @@ def test_progress_plot_of_one_epoch_has_markers_and_a_title(tmp_path, monkeypatc
     assert (tmp_path / "progress.png").is_file()
     assert calls and all(k.get("marker") == "o" for k in calls)
     assert titles == ["LongRepPretrainer · Dataset990_LongDemo · 3d_fullres · fold all"]
+
+
+def test_forecast_picture_shows_the_median_case_and_says_how_many_improve():
+    from longnet_tfm.demo import typical_case
+
+    def row(case, tfm, lci):
+        return {"case": case, "metrics": {"NRMSE": tfm}, "baseline": {"NRMSE": lci},
+                "changed": {"prediction": {"NRMSE": tfm}, "baseline": {"NRMSE": lci}}}
+
+    summary = {"metric_per_case": [row("a_v2_0000", 0.03, 0.05), row("a_v2_0001", 0.05, 0.04),
+                                   row("b_v3_0000", 0.04, 0.041)],
+               "side_by_side": {"overall": {"prediction": {"NRMSE": 0.04}, "LCI": {"NRMSE": 0.044}}}}
+    case, channel, note = typical_case(summary)
+    assert (case, channel) == ("b_v3", 0)
+    assert "below LCI's on 2 of 3 test images" in note and "pooled 0.040 vs 0.044" in note

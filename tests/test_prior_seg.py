@@ -249,7 +249,8 @@ def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
              "--no-validation-mirroring"]
     runs = {"PriorConcatTrainer": ["--prior-seg", "gt", "--prior", "random", "--pretrained-weights", str(ckpt),
                                    "--prior-init", "copy"],
-            "DiffWeightingTrainer": ["--pretrained-weights", str(ckpt), "--transfer", "all"]}
+            "DiffWeightingTrainer": ["--pretrained-weights", str(ckpt), "--transfer", "all", "--optimizer", "adam",
+                                     "--lr", "2e-3"]}
     for trainer, extra in runs.items():
         capsys.readouterr()
         assert train_main(["990", "3d_fullres", "all", "-tr", trainer] + short + extra) == 0
@@ -258,6 +259,8 @@ def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
         assert "pretrained weights" in log
         if trainer == "PriorConcatTrainer":
             assert "adapted encoder.stages.0.0.convs.0.conv.weight" in log
+        state = torch.load(model / "fold_all" / "checkpoint_final.pth", weights_only=True)["optimizer_state"]
+        assert ("exp_avg" in next(iter(state["state"].values()))) == (trainer == "DiffWeightingTrainer")
         summary = json.loads((model / "fold_all" / "validation" / "summary.json").read_text())
         assert summary["metric_per_case"] and "foreground_mean" in summary
         out = tmp_path / f"pred_{trainer}"

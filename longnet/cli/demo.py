@@ -17,9 +17,9 @@ from pathlib import Path
 
 import longnet.demo.segmentation  # noqa: F401  (registers the nnUNetTrainer recipe)
 from longnet.cli.common import Argv, HelpFormatter, cli_main
-from longnet.demo.recipes import (CONFIG, RECIPES, SETTINGS, DemoContext, DemoSettings, RecipeResult, call_command,
-                                  demo_environment, load_recipe_plugins, plan_recipes, registered_trainers,
-                                  selectable_names)
+from longnet.demo.recipes import (CONFIG, NO_RECIPE, RECIPES, SETTINGS, DemoContext, DemoSettings, RecipeResult,
+                                  call_command, demo_environment, load_recipe_plugins, plan_recipes,
+                                  registered_trainers, selectable_names)
 from longnet.demo.synthetic import DEFAULT_DATASET_ID, dataset_folder_name, generate_demo_dataset
 from longnet.errors import LongnetError
 from longnet.utils.files import save_json
@@ -100,17 +100,30 @@ def run_demo(out: Path, device: str, settings: DemoSettings, seed: int, only: li
                 ctx.results[recipe_name] = res
                 pictures += res.pictures
         failed = len(rows) - len(ctx.results)
-        rows += [(t, reason[:80], "-", "-", "-", "-") for t, reason in skipped]
+        not_run = [t for t, reason in skipped if reason == NO_RECIPE]  # one line below the table, not 40 rows
+        rows += [(t, reason[:80], "-", "-", "-", "-") for t, reason in skipped if reason != NO_RECIPE]
     seconds = time.time() - t0
     print(f"\nlongnet demo finished in {seconds:.0f} s ({device})\n\n{format_table(rows)}\n")
+    if not_run:
+        print(f"not run (no demo recipe): {_names(not_run)}\n")
     print("pictures:\n" + "\n".join(f"  {p}" for p in pictures) if pictures else "pictures: none")
     written = sorted(f"{p.name}/" for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
     print(f"outputs under {out} ({', '.join(written)} demo_summary.json)")
     summary = {"device": device, "seconds": round(seconds, 1), "settings": asdict(settings),
-               "rows": [dict(zip(HEADER, r)) for r in rows], "pictures": [str(p) for p in pictures]}
+               "rows": [dict(zip(HEADER, r)) for r in rows], "pictures": [str(p) for p in pictures],
+               "no_demo_recipe": not_run}
     save_json(summary, out / "demo_summary.json", indent=2)
     print_environment(out / "raw", out / "preprocessed", out / "results", name)
     return 1 if failed else 0
+
+
+def _names(trainers: list[str]) -> str:
+    """Trainer names for one line: nnU-Net's many variants are counted, not listed."""
+    variants = [t for t in trainers if t.startswith("nnUNetTrainer")]
+    others = [t for t in trainers if t not in variants]
+    if len(variants) > 3:
+        return ", ".join(others + [f"{len(variants)} nnU-Net trainer variants (longnet_plugins lists them)"])
+    return ", ".join(trainers)
 
 
 def print_environment(raw: Path, preprocessed: Path, results: Path, dataset_name: str) -> None:

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 from longnet.errors import LongnetError
 
 RECIPE_GROUP = "longnet.demo_recipes"
+NO_RECIPE = "no demo recipe"
 PLANS = "nnUNetPlans"
 CONFIG = "3d_fullres"
 
@@ -222,7 +223,7 @@ def plan_recipes(registered: dict[str, str | None], recipe_errors: dict[str, str
                 skipped.append((t, "not selected (--trainers)"))
         else:
             owner = next((n for n in recipe_errors if t == n or t.startswith(n)), None)
-            skipped.append((t, f"demo recipe failed to load: {recipe_errors[owner]}" if owner else "no demo recipe"))
+            skipped.append((t, f"demo recipe failed to load: {recipe_errors[owner]}" if owner else NO_RECIPE))
     return to_run, skipped
 
 

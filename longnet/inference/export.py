@@ -16,6 +16,10 @@ from longnet.planning.plans import ConfigurationPlan, Plans
 from longnet.utils.files import atomic_path, save_json
 
 
+def _is_half(x) -> bool:
+    return x.dtype == torch.float16 if isinstance(x, torch.Tensor) else getattr(x, "dtype", None) == np.float16
+
+
 def _as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().float().numpy()
@@ -68,15 +72,18 @@ def label_dtype(label_manager: LabelManager) -> type:
 
 
 def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configuration: ConfigurationPlan) -> np.ndarray:
-    """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default)."""
+    """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default).
+    float16 logits (fp16 tile sums, what nnU-Net hands to its export) are resampled into float16 as nnU-Net does:
+    that rounding decides near-ties of the argmax. Returned as float32 either way."""
     from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
 
+    half = _is_half(logits)
     logits = _as_numpy(logits)
     target_shape, current_spacing, original_spacing, kwargs = _resampling_back(props, plans, configuration)
     if list(logits.shape[1:]) == target_shape:
         return logits
     out = resample_data_or_seg_to_shape(logits, target_shape, current_spacing, original_spacing, **kwargs)
-    return np.asarray(out, dtype=np.float32)
+    return np.asarray(np.asarray(out, dtype=np.float16) if half else out, dtype=np.float32)
 
 
 def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, configuration: ConfigurationPlan,
@@ -91,6 +98,8 @@ def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, conf
                                       kwargs.get("force_separate_z"))
     if resampled is None:
         return None
+    if logits.dtype == torch.float16:  # as on the numpy path (`resample_logits_to_cropped_shape`)
+        resampled = resampled.half().float()
     if label_manager.has_regions:
         seg = torch.zeros(resampled.shape[1:], dtype=torch.int32, device=resampled.device)
         for i, c in enumerate(label_manager.regions_class_order):

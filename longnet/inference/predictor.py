@@ -349,6 +349,8 @@ class Predictor:
                     ahead.append(pre_pool.submit(prepare, todo[i + lookahead]))
                 on_device = self.segment_on_device and not save_probabilities
                 logits = self.predict_preprocessed(data, keep_on_device=on_device)
+                if self.accumulate_dtype == torch.float16:  # nnU-Net exports float16 logits (export.py rounds alike)
+                    logits = logits.half()
                 seg = None
                 if on_device:
                     seg = segmentation_on_device(logits, props, self.plans, self.configuration, self.label_manager)

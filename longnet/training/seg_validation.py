@@ -101,6 +101,8 @@ def write_next_stage(trainer, case: str, logits: torch.Tensor, props: dict, dest
     kwargs["is_seg"] = False
     spacing = list(conf.spacing)
     resampled = resample_data_or_seg_to_shape(logits.float().numpy(), shape, spacing, spacing, **kwargs)
+    if logits.dtype == torch.float16:  # nnU-Net resamples its float16 logits into float16 (near-ties of the argmax)
+        resampled = np.asarray(resampled, dtype=np.float16)
     seg = logits_to_segmentation(np.asarray(resampled, dtype=np.float32), trainer.label_manager)
     dest_folder.mkdir(parents=True, exist_ok=True)
     save_array(seg.astype(label_dtype(trainer.label_manager))[None], dest_folder / f"{case}.b2nd",
@@ -128,15 +130,17 @@ def run_final_validation(trainer) -> Path:
     for case in cases:
         data, seg, props = reader.load(case)
         logits = predictor.predict_preprocessed(trainer.network_input(case, data, props, train=False))
+        # exported as float16 when the tile sums are (nnU-Net's export rounds its resampled logits alike)
+        exported_logits = logits.half() if predictor.accumulate_dtype == torch.float16 else logits
         if _exportable(props, gt_dir):
-            export_prediction(logits, props, trainer.plans, trainer.configuration_manager, lm,
+            export_prediction(exported_logits, props, trainer.plans, trainer.configuration_manager, lm,
                               val_dir / f"{case}{ending}", save_npz)
             exported += 1
         else:
             grid_metrics.append({"reference_file": case, "prediction_file": None,
                                  "metrics": case_metrics(logits, seg, lm)})
         if next_folder is not None:
-            write_next_stage(trainer, case, logits, props, next_folder)
+            write_next_stage(trainer, case, exported_logits, props, next_folder)
         trainer.print(f"validation {case}: predicted")
     if exported and not grid_metrics:
         summary = evaluate_to_summary(gt_dir, val_dir, trainer.dataset_json, val_dir / "summary.json",
