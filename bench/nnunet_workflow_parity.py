@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nnunet_interop import PREDICT_CASES, TASK04, agreement, environment, longnet, nnunet, prepare_inputs, run  # noqa: E402
+from nnunet_interop import (PREDICT_CASES, TASK04, agreement, environment, longnet, nnunet,  # noqa: E402
+                            prepare_inputs, run)
 
 DATASET = "Dataset004_Hippocampus"
 SELECT_CASES = 20
