@@ -131,8 +131,9 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-# free KiB -> where the disk runs full: copying a label (OSError) or writing a blosc2 array (RuntimeError)
-@pytest.mark.parametrize("free_kib,stage", [(12, "gt_segmentations"), (120, "nnUNetPlans_3d_fullres")])
+# free KiB -> where the disk runs full: the dataset files or copying a label (OSError, or a write that fills the disk
+# to the last page), or writing a blosc2 array (RuntimeError)
+@pytest.mark.parametrize("free_kib,stage", [(12, "Dataset999_Test"), (120, "nnUNetPlans_3d_fullres")])
 def test_real_full_disk(tmp_path, monkeypatch, capsys, small_tmpfs, free_kib, stage):
     with open(small_tmpfs / "filler", "wb") as f:
         try:

@@ -58,6 +58,16 @@ def disk_problem(folder: str | Path) -> str | None:
     return None
 
 
+def _disk_exhausted(folder: str | Path) -> bool:
+    """No room left at all (under one page): a writer that did not raise may have cut its file short."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    free_blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return free_blocks * st.f_frsize < 4096
+
+
 def _is_write_failure(error: BaseException, own_paths: set[str]) -> bool:
     """An OSError about one of our own paths (or without a path: a failed write() call), or any error while the
     destination's file system is full or read-only. An OSError naming another file (an unreadable source) is not."""
@@ -83,6 +93,8 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if _disk_exhausted(dest.parent):  # SimpleITK reports a full disk on stderr only: never publish that file
+            raise LongnetError(f"cannot write ({os.strerror(errno.ENOSPC)})", dest)
         os.replace(tmp_path, dest)
     except LongnetError:
         raise
