@@ -55,7 +55,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--subjects", type=int, default=12, help="training subjects")
     p.add_argument("--test-subjects", dest="test_subjects", type=int, default=4)
     p.add_argument("--shape", type=int, nargs=3, default=[32, 40, 32])
-    p.add_argument("--data-seed", dest="data_seed", type=int, default=0)
+    p.add_argument("--data-seed", dest="data_seed", type=int, default=3,
+                   help="cohort seed (default 3: the first seed >= 1 whose 4 test subjects hold >= 3 new lesions, "
+                        "counted on the reference labels before any training; seed 0 has 1)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (every arm)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--iters", type=int, default=20, help="iterations per epoch")
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COLUMNS = (("lesion_dice", "lesion Dice"), ("F1", "detection F1"), ("new_recall", "new-lesion recall"),
+COLUMNS = (("lesion_dice", "lesion Dice"), ("lesion_dice_per_seed", "lesion Dice per seed"), ("F1", "detection F1"), ("new_recall", "new-lesion recall"),
            ("new_F1", "new-lesion F1"), ("aspc_abs_diff", "|ΔASPC| lesion"), ("dice_first_visits", "Dice 1st visits"),
            ("dice_follow_ups", "Dice follow-ups"), ("dice_follow_ups_no_prior", "Dice follow-ups, no prior at test"),
            ("final_train_loss", "final train loss"),
@@ -235,6 +237,9 @@ def summarize(rows: dict[str, dict], arms: list[str]) -> str:
             continue
         cells = []
         for key, _ in COLUMNS:
+            if key == "lesion_dice_per_seed":
+                cells.append(" / ".join(f"{r['lesion_dice']:.2f}" for r in sorted(runs, key=lambda r: r["seed"])))
+                continue
             vals = np.array([r[key] for r in runs if r.get(key) is not None], dtype=float)
             vals = vals[np.isfinite(vals)]
             if not vals.size:

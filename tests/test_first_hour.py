@@ -124,3 +124,16 @@ def test_forecast_picture_shows_the_median_case_and_says_how_many_improve():
     case, channel, note = typical_case(summary)
     assert (case, channel) == ("b_v3", 0)
     assert "below LCI's on 2 of 3 test images" in note and "pooled 0.040 vs 0.044" in note
+
+
+def test_voxelwise_trainers_warn_on_unaligned_plans():
+    """LongRep and TFM compare visits voxel by voxel: plans without --align get one warning naming the fix."""
+    from longnet.registry import get_trainer
+    from longnet.training.requirements import alignment_warning
+
+    for name in ("LongRepPretrainer", "LongRepFinetuner", "TFMTrainer"):
+        req = get_trainer(name).requirements
+        warning = alignment_warning(req, {"plans_name": "nnUNetPlans"}, name)
+        assert warning and "--align rigid" in warning and name in warning
+        assert alignment_warning(req, {"plans_name": "P", "longitudinal": {"align": "rigid"}}, name) is None
+    assert alignment_warning(get_trainer("nnUNetTrainer").requirements, {"plans_name": "nnUNetPlans"}, "x") is None

@@ -148,3 +148,19 @@ def test_real_full_disk(tmp_path, monkeypatch, capsys, small_tmpfs, free_kib, st
     assert "cannot write (No space left on device)" in line and str(small_tmpfs / "pre") in line
     assert f"/{stage}/" in line
     assert temp_leftovers(small_tmpfs) == []
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """Temp files are private while written; what is published is readable as any file the user writes (umask)."""
+    import stat
+
+    from longnet.utils.files import save_json, staging_dir
+
+    mask = os.umask(0o022)
+    try:
+        save_json({"a": 1}, tmp_path / "x.json")
+        folder = staging_dir(tmp_path, ".build.")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

@@ -8,10 +8,10 @@ leaves nothing half-merged.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from longnet.utils.files import staging_dir
 from longnet.dataset.folder_setup import folder_setup
 from longnet.errors import LongnetError
 from longnet.evaluation.nnunet_summary import evaluate_to_summary, load_summary, write_summary
@@ -73,7 +73,7 @@ def accumulate_cv_results(model_folder: str | Path, merged_folder: str | Path, f
     name = dataset_name or str(setup.plans.get("dataset_name") or model_folder.parent.name)
     ref = reference_folder(name)
     merged_folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{merged_folder.name}.tmp-", dir=merged_folder.parent))
+    staging = staging_dir(merged_folder.parent, f".{merged_folder.name}.tmp-")
     try:
         for n in ("dataset.json", "plans.json"):
             shutil.copy2(model_folder / n, staging / n)

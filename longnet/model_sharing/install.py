@@ -11,10 +11,10 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from longnet.utils.files import staging_dir
 from longnet.errors import LongnetError
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
@@ -89,7 +89,7 @@ def install_model_zip(zip_path: str | Path, results: str | Path) -> list[Path]:
     if needed > free:
         raise LongnetError(f"zip unpacks to {needed / 2**20:.1f} MiB but only {free / 2**20:.1f} MiB are free", root)
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".longnet_install.", dir=root))
+    staging = staging_dir(root, ".longnet_install.")
     try:
         try:
             with zipfile.ZipFile(zip_path) as zf:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from longnet.utils.files import staging_dir
 from longnet.dataset.folder_setup import folder_setup
 from longnet.errors import LongnetError
 from longnet.evaluation.nnunet_summary import (evaluate_to_summary, foreground_dice, key_dice, load_summary,
@@ -63,7 +63,7 @@ def determine_postprocessing(folder_predictions: str | Path, folder_ref: str | P
     if not (pred / "summary.json").is_file():
         evaluate(pred)
     baseline = load_summary(pred / "summary.json")
-    staging = Path(tempfile.mkdtemp(prefix=".postprocessed.tmp-", dir=pred))
+    staging = staging_dir(pred, ".postprocessed.tmp-")
     try:
         temp = staging / "temp"
         steps: list[Step] = []

@@ -17,12 +17,16 @@ class Requirements:
     labels: 'all' every training case labelled; 'some' at least one labelled case (unlabelled ones are skipped);
     'none'/'any' labels are not needed. min_visits_per_subject: at least `min_subjects` subjects of the training
     split must have that many visits. required_columns: visitsTr.csv columns that every training case must have.
+    aligned_visits: the visits of a subject should be registered to one grid (`--align`); unaligned plans get a
+    warning (not an error: identically acquired visits can share a grid without registration).
     """
 
     min_visits_per_subject: int = 1
     min_subjects: int = 1
     labels: LabelNeed = "any"
     required_columns: tuple[str, ...] = field(default_factory=tuple)
+    #: compares visits voxel by voxel: warn when the plans were preprocessed without intra-subject alignment
+    aligned_visits: bool = False
 
 
 def check_requirements(req: Requirements, index: DatasetIndex, trainer_name: str) -> None:
@@ -53,3 +57,15 @@ def check_requirements(req: Requirements, index: DatasetIndex, trainer_name: str
     if problems:
         raise LongnetError(f"dataset does not meet the requirements of trainer {trainer_name}:\n  - "
                            + "\n  - ".join(problems), index.source or None)
+
+
+def alignment_warning(req: Requirements, plans: dict, trainer_name: str) -> str | None:
+    """The warning for a trainer that compares visits voxel by voxel on plans preprocessed without `--align`."""
+    from longnet.preprocessing.alignment import alignment_mode
+
+    if not req.aligned_visits or alignment_mode(plans) != "none":
+        return None
+    return (f"warning: {trainer_name} compares the visits of a subject voxel by voxel, but plans "
+            f"{plans.get('plans_name', '')!r} were preprocessed without intra-subject alignment: preprocess with "
+            "`longnet_plan_and_preprocess ... --align rigid` (or pass -p with aligned plans, e.g. the demo's "
+            "nnUNetPlansAligned)")

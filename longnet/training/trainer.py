@@ -31,7 +31,7 @@ from longnet.training.distributed import DistContext
 from longnet.training.logger import TrainingLogger
 from longnet.training.options import CORE_OPTION_RANGES, OptionRange, option_value
 from longnet.training.options import check_options as check_option_ranges
-from longnet.training.requirements import Requirements, check_requirements
+from longnet.training.requirements import Requirements, alignment_warning, check_requirements
 from longnet.training.trainer_state import TrainerStateMixin
 
 
@@ -287,6 +287,10 @@ class Trainer(TrainerStateMixin):
     def check_requirements(self) -> None:
         """Raise a LongnetError naming what the training split lacks for this trainer (see `requirements`)."""
         check_requirements(self.get_requirements(), self.dataset_index or DatasetIndex([]), self.trainer_name)
+        warning = alignment_warning(self.get_requirements(), self.plans.plans, self.trainer_name)
+        if warning and not getattr(self, "_alignment_warned", False):
+            self._alignment_warned = True
+            print(warning, file=sys.stderr)
 
     def run_training(self, resume: bool = False) -> None:
         """Train from scratch or (resume=True) from latest → final (done) → best checkpoint."""

@@ -58,6 +58,12 @@ def disk_problem(folder: str | Path) -> str | None:
     return None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _disk_exhausted(folder: str | Path) -> bool:
     """No room left at all (under one page): a writer that did not raise may have cut its file short."""
     try:
@@ -95,6 +101,7 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         if _disk_exhausted(dest.parent):  # SimpleITK reports a full disk on stderr only: never publish that file
             raise LongnetError(f"cannot write ({os.strerror(errno.ENOSPC)})", dest)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files private; outputs get the usual permissions
         os.replace(tmp_path, dest)
     except LongnetError:
         raise
@@ -156,14 +163,17 @@ def load_json(path: str | Path) -> Any:
         raise DatasetError(f"cannot read file ({e.strerror})", path) from None
 
 
-def staging_folder(root: Path, name: str) -> Path:
-    """A hidden folder in `root` to build dataset `name` in before renaming it into place, with the permissions an
+def staging_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
+    """A hidden folder in `parent` to build an output in before renaming it into place, with the permissions an
     ordinary folder gets (mkdtemp makes it private)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".converting", dir=root))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def staging_folder(root: Path, name: str) -> Path:
+    """Where dataset `name` is built before it is renamed into `root`."""
+    return staging_dir(root, f".{name}.", ".converting")
 
 
 def remove_stale_temp_files(folder: str | Path) -> None:

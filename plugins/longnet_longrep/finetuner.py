@@ -28,7 +28,7 @@ from longnet_longrep.schedule import ConstantThenLinearLR
 class LongRepFinetuner(nnUNetTrainer):
     """Segmentation finetuning with L_sup = Dice+CE on labelled visits and L_cs on unlabelled visit pairs."""
 
-    requirements = Requirements(labels="some", min_visits_per_subject=2, min_subjects=1)
+    requirements = Requirements(labels="some", min_visits_per_subject=2, min_subjects=1, aligned_visits=True)
     option_ranges = {"lr": POSITIVE_FLOAT, "cs_weight": NON_NEGATIVE_FLOAT,
                      "lr_decay_start": OptionRange(float, 0, maximum=1)}
 

@@ -43,7 +43,7 @@ class LongRepPretrainer(Trainer):
     """Patchwise spatiotemporal SimSiam on encoder+decoder taps of the planned U-Net, with L_S/L_C/L_O
     regularisers and a denoising reconstruction head. Needs subjects with >= 2 (aligned) visits; no labels."""
 
-    requirements = Requirements(min_visits_per_subject=2, min_subjects=1, labels="any")
+    requirements = Requirements(min_visits_per_subject=2, min_subjects=1, labels="any", aligned_visits=True)
     option_ranges = {"proj_width": POSITIVE_INT, "pred_width": POSITIVE_INT, "num_patches": POSITIVE_INT,
                      "lr": POSITIVE_FLOAT, "head_lr": POSITIVE_FLOAT, "head_weight_decay": NON_NEGATIVE_FLOAT,
                      "lr_decay_start": OptionRange(float, 0, maximum=1),

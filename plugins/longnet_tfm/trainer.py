@@ -60,7 +60,7 @@ class _TrainBatches:
 class TFMTrainer(Trainer):
     """Temporal Flow Matching: forecast a subject's next scan from its earlier (sparse) scans."""
 
-    requirements = Requirements(min_visits_per_subject=2, labels="any")
+    requirements = Requirements(min_visits_per_subject=2, labels="any", aligned_visits=True)
     prediction_task = "forecast"
     best_metric = "val_mse"
     best_metric_mode = "min"
