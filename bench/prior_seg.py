@@ -34,18 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from longrep_oneshot import write_bench_plans  # noqa: E402  the same narrowed 3d_fullres plans
+
 DATASET_ID = 990
 CONFIG = "3d_fullres"
 PLANS = "PriorSegBenchPlans"
-
-
-def write_bench_plans(src: Path, dest: Path, base_features: int) -> None:
-    """The dataset's own plans (patch, batch, topology, data identifier) with narrower stages."""
-    plans = json.loads(src.read_text())
-    plans["plans_name"] = dest.stem
-    ak = plans["configurations"][CONFIG]["architecture"]["arch_kwargs"]
-    ak["features_per_stage"] = [min(base_features * 2 ** i, 320) for i in range(ak["n_stages"])]
-    dest.write_text(json.dumps(plans, indent=1))
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

@@ -187,3 +187,18 @@ def validation_transforms(ds_scales: list | None, regions: list | None = None, i
     """No augmentation: only label cleanup, the cascade's one-hot input, regions and deep-supervision targets."""
     cascade = cascade_transforms(cascade_labels, num_image_channels, False) if cascade_labels else []
     return ComposeTransforms(_label_transforms(regions, ignore_label, ds_scales, cascade))
+
+
+def replay(transform: BasicTransform, image, seed: int):
+    """Apply `transform` to `image` with the global numpy/torch RNGs seeded by `seed` and restored afterwards: the
+    same seed replays the same random parameters on another tensor of the same shape (e.g. another visit)."""
+    import torch
+
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            return transform(image=image.clone())["image"]
+    finally:
+        np.random.set_state(np_state)

@@ -22,7 +22,7 @@ from batchgeneratorsv2.transforms.local.brightness_gradient import BrightnessGra
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
-from longnet.data.augmentation import SpatialAugConfig, enlarged_patch_size, spatial_aug_config
+from longnet.data.augmentation import SpatialAugConfig, replay, enlarged_patch_size, spatial_aug_config
 from longnet.data.longitudinal import LongitudinalIndex, PairDraw, paired_spatial_augment, random_crop_aligned
 
 _warned_unaligned = False
@@ -77,19 +77,6 @@ def intensity_transforms() -> ComposeTransforms:
                                        synchronize_channels=True, p_per_channel=1, p_retain_stats=1),
                         apply_probability=0.3),
     ])
-
-
-def replay(transform: ComposeTransforms, image: torch.Tensor, seed: int) -> torch.Tensor:
-    """Apply `transform` with global RNGs seeded by `seed` (restored afterwards): the same seed replays the
-    same random parameters on another visit of the same shape."""
-    np_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            np.random.seed(seed)
-            torch.manual_seed(seed)
-            return transform(image=image.clone())["image"]
-    finally:
-        np.random.set_state(np_state)
 
 
 def common_grid(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:

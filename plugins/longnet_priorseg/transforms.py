@@ -28,7 +28,8 @@ from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResol
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
-from longnet.data.augmentation import SpatialAugConfig, training_transforms, validation_transforms
+from longnet.data.augmentation import (SpatialAugConfig, replay, training_transforms,
+                                       validation_transforms)
 
 INTENSITY_MODES = ("same", "independent")
 _INTENSITY_TYPES = (GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,
@@ -38,19 +39,6 @@ _INTENSITY_TYPES = (GaussianNoiseTransform, GaussianBlurTransform, Multiplicativ
 def _is_intensity(t: BasicTransform) -> bool:
     inner = t.transform if isinstance(t, RandomTransform) else t
     return isinstance(inner, _INTENSITY_TYPES)
-
-
-def replay(transform: BasicTransform, image: torch.Tensor, seed: int) -> torch.Tensor:
-    """`transform` on `image` with the global numpy/torch RNGs seeded by `seed` and restored afterwards:
-    the same seed draws the same random parameters for another tensor of the same shape."""
-    np_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            np.random.seed(seed)
-            torch.manual_seed(seed)
-            return transform(image=image.clone())["image"]
-    finally:
-        np.random.set_state(np_state)
 
 
 class PerVisitReplay(BasicTransform):
