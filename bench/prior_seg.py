@@ -18,6 +18,7 @@ training loss, and for DiffWeightingTrainer the mean |γ| of its fusion blocks (
     python3 bench/prior_seg.py [--out /tmp/prior_seg] [--seeds 0 1 2] [--epochs 15 --iters 20] [--recipe adam|sgd]
     python3 bench/prior_seg.py --reuse --pretrained      # + LongRep-pretrained starts of both prior trainers
     python3 bench/prior_seg.py --quick                   # pipeline check, numbers meaningless
+    python3 bench/prior_seg.py --rescore                 # score OUT's existing predictions again (no training)
 
 Writes OUT/prior_seg.json and prints a markdown table. Two runs must not share an OUT.
 """
@@ -76,6 +77,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pt-iters", dest="pt_iters", type=int, default=20)
     p.add_argument("--reuse", action="store_true", help="keep OUT's data and earlier rows; run only missing rows")
     p.add_argument("--quick", action="store_true", help="tiny schedule (pipeline check)")
+    p.add_argument("--rescore", action="store_true",
+                   help="run longnet_evaluate again on every prediction folder in OUT and rewrite the metric columns "
+                        "of its rows (after a change of the metric definitions); trains nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.iters, args.subjects, args.test_subjects, args.seeds = 1, 2, 4, 2, [0]
@@ -122,8 +126,39 @@ def _gamma(fold_dir: Path) -> float | None:
     return float(np.mean(g)) if g else None
 
 
+def rescore(out: Path) -> int:
+    """Score every prediction folder of an earlier run again; timings, losses and γ stay as measured."""
+    from longnet.demo.recipes import call_command, demo_environment
+
+    result_file = out / "prior_seg.json"
+    saved = json.loads(result_file.read_text())
+    rows = saved["runs"]
+    with demo_environment(out) as roots:
+        raw = Path(roots["LONGNET_RAW"]) / f"Dataset{DATASET_ID}_LongDemo"
+        test_subjects = json.loads((raw / "patientsTs.json").read_text())
+        for name, row in rows.items():
+            if name.startswith("_"):
+                continue
+            for suffix, folder in (("", row["arm"]), ("_no_prior", f"{row['arm']}_no_prior")):
+                pred = out / "predictions" / folder / f"seed{row['seed']}"
+                if not pred.is_dir():
+                    continue
+                call_command("evaluate", "main", [str(raw / "labelsTs"), str(pred), "-d", str(DATASET_ID),
+                                                  "--patients", str(raw / "patientsTs.json")])
+                numbers = _numbers(pred / "summary.json", test_subjects)
+                row.update(numbers if not suffix else {f"{k}_no_prior": numbers[k] for k in (
+                    "lesion_dice", "F1", "new_recall", "dice_follow_ups")})
+    arms = list(dict.fromkeys(r["arm"] for k, r in rows.items() if not k.startswith("_")))
+    saved["table"] = summarize(rows, arms)
+    result_file.write_text(json.dumps(saved, indent=1))
+    print("\n" + saved["table"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    if args.rescore:
+        return rescore(Path(args.out).resolve())
     os.environ.setdefault("LONGNET_COMPILE", "0")
     os.environ.setdefault("LONGNET_N_PROC_DA", "1")  # one loader worker: augmentation is ~15 % of a CPU step
     import torch

@@ -27,7 +27,7 @@ def _empty() -> np.ndarray:
 
 def test_detection_counts_tp_fp_fn():
     ref = _box(_box(_box(_empty(), (1, 1, 1)), (1, 10, 10)), (8, 15, 2))      # lesions A, B, C
-    pred = _box(_box(_box(_empty(), (2, 2, 2)), (1, 11, 10)), (8, 2, 15))     # hits A, hits B, one false positive
+    pred = _box(_box(_box(_empty(), (2, 1, 1)), (1, 11, 10)), (8, 2, 15))     # half of A, half of B, one FP
     c = detection_counts(pred, ref)
     assert c == {"n_pred": 3, "n_ref": 3, "TP": 2, "FP": 1, "detected_ref": 2, "FN": 1}
     s = detection_scores(c)
@@ -36,12 +36,30 @@ def test_detection_counts_tp_fp_fn():
 
 
 def test_one_prediction_over_two_lesions_and_full_connectivity():
-    ref = _box(_box(_empty(), (1, 1, 1)), (1, 1, 6))
-    pred = _box(_empty(), (1, 1, 1), size=7)                         # one blob covering both lesions
+    ref = _box(_box(_empty(), (1, 1, 1)), (1, 1, 4))
+    pred = _empty()
+    pred[1:3, 1:3, 1:6] = True                                       # one blob over both lesions and their gap
     assert detection_counts(pred, ref) == {"n_pred": 1, "n_ref": 2, "TP": 1, "FP": 0, "detected_ref": 2, "FN": 0}
     diagonal = _empty()
     diagonal[2, 2, 2] = diagonal[3, 3, 3] = True                     # corner-touching voxels: one lesion
     assert detection_counts(diagonal, diagonal)["n_ref"] == 1
+
+
+def test_matching_needs_real_overlap():
+    ref = _box(_box(_box(_empty(), (1, 1, 1)), (1, 10, 10)), (8, 15, 2))
+    whole = np.ones(SHAPE, bool)                                     # "everything is lesion" detects nothing
+    c = detection_counts(whole, ref)
+    assert c == {"n_pred": 1, "n_ref": 3, "TP": 0, "FP": 1, "detected_ref": 0, "FN": 3}
+    assert detection_scores(c)["F1"] == 0.0
+    touching = _box(_empty(), (2, 2, 2))                             # one corner voxel of 8 on lesion A
+    c = detection_counts(touching, _box(_empty(), (1, 1, 1)))
+    assert c["TP"] == 0 and c["FN"] == 1
+    inside = _empty()
+    inside[4, 4, 4] = True                                           # one voxel inside a 4³ lesion: 1/64 < 10 %
+    c = detection_counts(inside, _box(_empty(), (3, 3, 3), size=4))
+    assert c["TP"] == 1 and c["detected_ref"] == 0 and c["FN"] == 1
+    c = new_lesion_counts(ref, ref | _box(_empty(), (5, 5, 5)), whole, whole)
+    assert c["n_new_ref"] == 1 and c["new_detected"] == 0 and c["n_new_pred"] == 0
 
 
 def test_detection_scores_edge_cases():
@@ -57,7 +75,7 @@ def test_new_lesion_counts():
     ref_prev = _box(_empty(), (2, 2, 2))
     ref_cur = _box(_box(_box(_empty(), (2, 2, 2), size=3), (2, 12, 12)), (8, 2, 14))   # A grown, new N1, new N2
     pred_prev = _box(_empty(), (2, 2, 2))
-    pred_cur = _box(_box(_box(_empty(), (2, 2, 2), size=3), (3, 13, 12)), (9, 17, 17))  # A, N1 found, spurious
+    pred_cur = _box(_box(_box(_empty(), (2, 2, 2), size=3), (3, 12, 12)), (9, 17, 17))  # A, N1 found, spurious
     c = new_lesion_counts(ref_prev, ref_cur, pred_prev, pred_cur)
     assert c == {"n_new_ref": 2, "new_detected": 1, "n_new_pred": 2, "new_pred_correct": 1}
     s = new_lesion_scores(c)

@@ -3,18 +3,25 @@
 Per visit (prediction vs reference, one lesion mask = one label, or the union of a region / all foreground):
 Dice, volume error (predicted − reference, mm³; absolute and relative), normalised surface Dice at a tolerance
 (MONAI `compute_surface_dice`), ASSD and HD95 (MONAI), and lesion-wise detection. Lesions are connected
-components (full connectivity: 26 neighbours in 3D). A predicted component that overlaps a reference component
-is a true positive (TP), one that overlaps none a false positive (FP); a reference component that no prediction
-overlaps is a false negative (FN). Precision = TP / predicted components, recall = detected reference lesions /
-reference lesions, F1 their harmonic mean; patients and the whole set pool the counts before dividing.
+components (full connectivity: 26 neighbours in 3D). Matching needs real overlap, with the two thresholds of the
+MSSEG lesion-detection evaluation (Commowick et al., Sci. Rep. 2018), so that a prediction covering the whole
+volume detects nothing:
+- a predicted component is correct (TP) when at most GAMMA = 65 % of its voxels lie outside reference lesions,
+  otherwise it is a false positive (FP);
+- a reference lesion is detected when correct predicted components cover at least ALPHA = 10 % of its voxels,
+  otherwise it is a false negative (FN).
+The two sides are counted separately: TP + FP = predicted components, detected_ref + FN = reference lesions.
+Precision = TP / predicted components, recall = detected_ref / reference lesions, F1 their harmonic mean; patients
+and the whole set pool the counts before dividing.
 
 Between consecutive visits of a subject: a reference lesion of visit t+1 that overlaps no reference lesion of
-visit t is NEW; it is detected when a predicted component of visit t+1 overlaps it (new-lesion recall). A
-predicted component of visit t+1 that overlaps no predicted component of visit t is a predicted new lesion,
-correct when it overlaps a new reference lesion (new-lesion precision). Visits on different grids are compared
-in physical space (visit t resampled onto visit t+1's grid, nearest neighbour, identity transform): exact for
-aligned predictions, approximate for visits that are only roughly co-registered by the scanner. Also reported:
-ASPC of the lesion volume between consecutive visits, predicted vs reference.
+visit t is NEW; it is detected when correct predicted components of visit t+1 cover ALPHA of it (new-lesion
+recall). A predicted component of visit t+1 that overlaps no predicted component of visit t is a predicted new
+lesion, correct when at most GAMMA of it lies outside new reference lesions (new-lesion precision). Visits are
+compared in physical space, without registration: visit t is resampled onto visit t+1's grid (nearest neighbour,
+identity transform), which is exact for visits on one grid or aligned by the scanner's geometry and approximate
+when the head moved between scans (a lesion that moved by more than its size reads as new).
+Also reported: ASPC of the lesion volume between consecutive visits, predicted vs reference.
 
 Undefined values are NaN (skipped by the means): surface metrics when both masks are empty (NSD is 0 and
 ASSD/HD95 NaN when only one is), Dice when both are empty, F1 without any lesion on either side.
@@ -69,20 +76,38 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labelled, int(n)
 
 
+ALPHA = 0.10   # least fraction of a reference lesion that correct predictions must cover to detect it
+GAMMA = 0.65   # largest fraction of a predicted component that may lie outside reference lesions
+
+
 def _overlapping(labelled: np.ndarray, other: np.ndarray) -> set[int]:
     """Component ids of `labelled` that share at least one voxel with the boolean mask `other`."""
     ids = np.unique(labelled[np.asarray(other, bool)])
     return {int(i) for i in ids if i != 0}
 
 
+def _correct_components(labelled: np.ndarray, n: int, target: np.ndarray) -> set[int]:
+    """Components of `labelled` with at most GAMMA of their voxels outside the boolean mask `target`."""
+    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
+    inside = np.bincount(labelled[np.asarray(target, bool)], minlength=n + 1)
+    return {i for i in range(1, n + 1) if inside[i] > 0 and inside[i] >= (1.0 - GAMMA) * sizes[i]}
+
+
+def _covered(labelled: np.ndarray, n: int, by: np.ndarray) -> set[int]:
+    """Components of `labelled` of which the boolean mask `by` covers at least ALPHA of the voxels."""
+    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
+    hit = np.bincount(labelled[np.asarray(by, bool)], minlength=n + 1)
+    return {i for i in range(1, n + 1) if hit[i] > 0 and hit[i] >= ALPHA * sizes[i]}
+
+
 def detection_counts(pred: np.ndarray, ref: np.ndarray) -> dict[str, int]:
     """Lesion-wise counts of two boolean masks on one grid (see the module docstring for the rules)."""
     pl, n_pred = components(pred)
     rl, n_ref = components(ref)
-    tp = len(_overlapping(pl, ref))
-    detected = len(_overlapping(rl, pred))
-    return {"n_pred": n_pred, "n_ref": n_ref, "TP": tp, "FP": n_pred - tp, "detected_ref": detected,
-            "FN": n_ref - detected}
+    correct = _correct_components(pl, n_pred, ref)
+    detected = len(_covered(rl, n_ref, np.isin(pl, list(correct)))) if correct else 0
+    return {"n_pred": n_pred, "n_ref": n_ref, "TP": len(correct), "FP": n_pred - len(correct),
+            "detected_ref": detected, "FN": n_ref - detected}
 
 
 def detection_scores(counts: Mapping[str, float]) -> dict[str, float]:
@@ -102,16 +127,17 @@ def detection_scores(counts: Mapping[str, float]) -> dict[str, float]:
 def new_lesion_counts(ref_prev: np.ndarray, ref_cur: np.ndarray, pred_prev: np.ndarray,
                       pred_cur: np.ndarray) -> dict[str, int]:
     """New reference lesions of the current visit (no overlap with the previous visit's reference) and how
-    many the prediction detects; predicted new lesions and how many of them hit a new reference lesion."""
+    many the prediction detects; predicted new lesions and how many of them are correct."""
     rl, n_ref = components(ref_cur)
     new_ids = set(range(1, n_ref + 1)) - _overlapping(rl, ref_prev)
     new_mask = np.isin(rl, list(new_ids)) if new_ids else np.zeros(rl.shape, bool)
-    detected = len(new_ids & _overlapping(rl, pred_cur))
     pl, n_pred = components(pred_cur)
+    correct = _correct_components(pl, n_pred, ref_cur)
+    found = _covered(rl, n_ref, np.isin(pl, list(correct))) if correct else set()
     pred_new = set(range(1, n_pred + 1)) - _overlapping(pl, pred_prev)
-    correct = len(pred_new & _overlapping(pl, new_mask))
-    return {"n_new_ref": len(new_ids), "new_detected": detected, "n_new_pred": len(pred_new),
-            "new_pred_correct": correct}
+    correct_new = pred_new & _correct_components(pl, n_pred, new_mask)
+    return {"n_new_ref": len(new_ids), "new_detected": len(new_ids & found), "n_new_pred": len(pred_new),
+            "new_pred_correct": len(correct_new)}
 
 
 def new_lesion_scores(counts: Mapping[str, float]) -> dict[str, float]:
@@ -259,8 +285,9 @@ def lesion_summary(gt_dir: str | Path, pred_dir: str | Path, subjects: Mapping[s
     if not per_visit:
         raise LongnetError("no visit of the patients file has both a prediction and a reference", pred_dir)
     return {"label": name, "label_values": list(values), "tolerance_mm": float(tolerance_mm),
-            "definitions": "lesions = connected components (full connectivity); TP = predicted component "
-                           "overlapping a reference one; new = reference lesion of visit t+1 overlapping none of "
-                           "visit t (see longnet/evaluation/lesions.py)",
+            "definitions": "lesions = connected components (full connectivity); TP = predicted component with at "
+                           f"most {GAMMA:.0%} of its voxels outside reference lesions; a reference lesion is "
+                           f"detected when TP components cover at least {ALPHA:.0%} of it; new = reference lesion "
+                           "of visit t+1 overlapping none of visit t (see longnet/evaluation/lesions.py)",
             "per_visit": per_visit, "per_patient": per_patient,
             "overall": _block(list(per_visit.values()), all_pairs)}
