@@ -104,6 +104,9 @@ class PriorConcatTrainer(nnUNetTrainer):
                                      (o.get("optimizer") or "sgd", OPTIMIZERS, "--optimizer")):
             if value not in allowed:
                 raise LongnetError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+        if o.get("augmentation") == "gpu":
+            raise LongnetError(f"{type(self).__name__} augments the visit pair per sample on the CPU (one transform "
+                               "for both visits); --augmentation gpu is not available for it")
         if self.label_manager.has_regions and self.prior_seg != "none":
             raise LongnetError("--prior-seg gt needs a label-based dataset (regions are not supported)")
         self.optimizer_name = o.get("optimizer") or "sgd"
