@@ -90,6 +90,7 @@ def probe_once(out: Path, raw: Path, source: list[str], seed: int, args, target:
 
     from longnet.demo.recipes import call_command
     from longnet.evaluation.classification import classification_metrics
+    from longnet.model_folder import ModelFolder
     from longnet_stamp.predict import add_probe_arguments, predict_probe
 
     folder = _model_folder("STAMPProbeTrainer")
@@ -103,7 +104,7 @@ def probe_once(out: Path, raw: Path, source: list[str], seed: int, args, target:
     pargs = parser.parse_args(["--prior-seed", str(seed)])
     pargs.patients, pargs.visits, pargs.checkpoint = str(raw / "patientsTs.json"), None, "checkpoint_final.pth"
     pred_dir = out / "pred"
-    predict_probe(folder, ["all"], raw / "imagesTs", pred_dir, pargs, torch.device("cpu"))
+    predict_probe(ModelFolder(folder), ["all"], raw / "imagesTs", pred_dir, pargs, torch.device("cpu"))
     rows = list(csv.DictReader(open(pred_dir / "predictions.csv")))
     truth = {r["case"]: int(float(r[target])) for r in csv.DictReader(open(truth_csv or raw / "visitsTs.csv"))}
     y = np.array([truth[r["case"]] for r in rows])

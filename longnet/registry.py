@@ -22,9 +22,10 @@ from longnet.errors import LongnetError
 
 TRAINERS = "longnet.trainers"
 PLANNERS = "longnet.planners"
-KNOWN_GROUPS = (TRAINERS, PLANNERS)
+TASKS = "longnet.tasks"
+KNOWN_GROUPS = (TRAINERS, PLANNERS, TASKS)
 
-_KIND = {TRAINERS: "trainer", PLANNERS: "planner"}
+_KIND = {TRAINERS: "trainer", PLANNERS: "planner", TASKS: "output task"}
 
 
 @dataclass

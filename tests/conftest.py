@@ -131,3 +131,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def install_example(tmp_path_factory, monkeypatch):
+    """Install examples/<folder> with pip into a scratch folder put on sys.path (unless `dist` is installed):
+    discovery must go through the installed entry-point metadata, exactly as for a third-party package."""
+    import importlib
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    def install(folder: str, dist: str) -> None:
+        try:
+            importlib.metadata.distribution(dist)
+            return
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        target = tmp_path_factory.mktemp("example_site")
+        src = Path(__file__).resolve().parents[1] / "examples" / folder
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                               "--target", str(target), str(src)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"could not pip-install examples/{folder}: {proc.stderr[-500:]}")
+        monkeypatch.syspath_prepend(str(target))
+        importlib.invalidate_caches()
+
+    return install

@@ -1,7 +1,6 @@
 """Entry-point registry, `longnet_plugins`, checkpoint safety, requirements and the out-of-tree example plugin."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import types
 
@@ -168,32 +167,9 @@ def test_requirements_name_what_is_missing():
     assert "every training case must be labelled" in text and ">= 2 visits" in text and "'score'" in text
 
 
-def _example_installed() -> bool:
-    try:
-        importlib.metadata.distribution("longnet-example-plugin")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
 @pytest.fixture
-def example_plugin(tmp_path_factory, monkeypatch):
-    """The out-of-tree example, pip-installed into a scratch folder put on sys.path (unless already installed):
-    discovery must go through its installed entry-point metadata, exactly as for a third-party package."""
-    if _example_installed():
-        return
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    target = tmp_path_factory.mktemp("example_site")
-    src = Path(__file__).resolve().parents[1] / "examples" / "third_party_plugin"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(src)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"could not pip-install the example plugin: {proc.stderr[-500:]}")
-    monkeypatch.syspath_prepend(str(target))
-    importlib.invalidate_caches()
+def example_plugin(install_example):
+    install_example("third_party_plugin", "longnet-example-plugin")
 
 
 def test_example_plugin_is_discovered_and_trains(example_plugin, tmp_path, monkeypatch, capsys):

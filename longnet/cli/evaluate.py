@@ -31,10 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", default=None, help="{subject: [cases in time order]} json (segmentation: ASPC, "
                    "and STCS for visit pairs on one grid; embedding: MCCD; default: none)")
     p.add_argument("-o", dest="output", default=None, help="summary file (default PRED_DIR/summary.json)")
-    p.add_argument("--task", default="segmentation", choices=["segmentation", "forecast", "classification",
-                                                              "embedding"],
-                   help="what the predictions are: label maps, forecast images, class probabilities (CSV) or "
-                        "embeddings (see the description above)")
+    p.add_argument("--task", default="segmentation", choices=_task_choices(),
+                   help="what the predictions are: label maps, forecast images, class probabilities (CSV), "
+                        "embeddings (see the description above), or a task an installed plugin registers")
     p.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--chill", action="store_true", help="evaluate only references that have a prediction")
     p.add_argument("--no_hd95", action="store_true", help="skip HD95 (the slowest metric)")
@@ -69,6 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lower-is-healthier", dest="lower_is_healthier", action="store_true",
                    help="classification with --delta: a falling score is an improvement")
     return p
+
+
+def _task_choices() -> list[str]:
+    from longnet.tasks import BUILTIN_TASKS, plugin_task_names
+
+    return [n for n in BUILTIN_TASKS if BUILTIN_TASKS[n].evaluate is not None] + plugin_task_names()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Two passes: a plugin's task adds its own options (and `--task X -h` lists them)."""
+    from longnet.tasks import BUILTIN_TASKS, get_task
+
+    parser = build_parser()
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--task", default="segmentation")
+    known, _ = first.parse_known_args(argv)
+    if known.task not in BUILTIN_TASKS and known.task in _task_choices():
+        task = get_task(known.task)
+        if task.add_arguments is not None:
+            task.add_arguments(parser.add_argument_group(f"options of task {task.name}"))
+    return parser.parse_args(argv)
 
 
 def _find_dataset_json(args: argparse.Namespace) -> dict | None:
@@ -353,11 +373,11 @@ def evaluate_embedding(args: argparse.Namespace) -> dict:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # before the imports: -h answers at once
+    args = _parse(argv)  # before the imports: -h answers at once
     from longnet.evaluation.input_checks import check_folders, check_output
+    from longnet.tasks import get_task
 
-    run = {"segmentation": evaluate_segmentation, "forecast": evaluate_forecast,
-           "classification": evaluate_classification, "embedding": evaluate_embedding}[args.task]
+    run = get_task(args.task).evaluator()
     pred = Path(args.pred)
     out = Path(args.output) if args.output else (pred if pred.is_dir() else pred.parent) / "summary.json"
     if args.task in ("segmentation", "forecast"):  # folders of reference images, which stay as given

@@ -1,5 +1,5 @@
-"""`longnet_plugins [--json] [--check] [--describe NAME]`: every registered trainer and planner with its package,
-version and description.
+"""`longnet_plugins [--json] [--check] [--describe NAME]`: every registered trainer, planner and output task with
+its package, version and description.
 
 Listing reads the installed entry-point metadata and the plugins' source docstrings only, so it answers at once
 without importing torch; `--check` imports every plugin (reporting the ones that fail) and `--describe NAME`
@@ -16,13 +16,13 @@ from longnet.cli.common import HelpFormatter, cli_main
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="longnet_plugins", allow_abbrev=False, formatter_class=HelpFormatter,
-                                description="List trainer and planner plugins found through installed entry points "
+                                description="List trainer, planner and output-task plugins found through installed entry points "
                                             "(without importing them). --check imports each one and lists the "
                                             "import errors; --describe NAME shows one plugin's documentation and "
                                             "options.")
     p.add_argument("--json", action="store_true", help="machine-readable output (a JSON list)")
     p.add_argument("--group", default=None,
-                   help="only this entry-point group (e.g. longnet.trainers; default: trainers and planners)")
+                   help="only this entry-point group (longnet.trainers, longnet.planners or longnet.tasks; default: all)")
     p.add_argument("--check", action="store_true",
                    help="import every plugin to find those that fail (slower: imports torch and each plugin)")
     p.add_argument("--describe", metavar="NAME", default=None,

@@ -67,42 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_model_folder(args: argparse.Namespace) -> Path:
+def resolve_model_folder(args: argparse.Namespace):
     """-m as given, or $LONGNET_RESULTS/DatasetXXX_Name/TRAINER__PLANS__CONFIG from -d/-c/-tr/-p."""
+    from longnet.model_folder import ModelFolder
+
     if args.model_folder:
         if args.dataset or args.configuration:
             raise LongnetError("give either -m MODEL_FOLDER or -d ID -c CONFIG, not both")
-        folder = Path(args.model_folder)
-        if not folder.is_dir():
-            raise LongnetError("model folder not found", folder)
-        return folder
+        return ModelFolder(args.model_folder)
     if not (args.dataset and args.configuration):
         raise LongnetError("give -m MODEL_FOLDER, or -d DATASET together with -c CONFIGURATION")
-    from longnet.paths import dataset_name_from_id, results_root
-
     for value, flag in ((args.trainer, "-tr"), (args.plans, "-p"), (args.configuration, "-c")):
         check_name(value, flag)
-    results = results_root()  # unset: the message names LONGNET_RESULTS, where -d/-c look for the model
-    name = dataset_name_from_id(args.dataset)
-    folder = results / name / f"{args.trainer}__{args.plans}__{args.configuration}"
-    if not folder.is_dir():
-        raise LongnetError(f"no trained model for trainer {args.trainer}, plans {args.plans}, configuration "
-                           f"{args.configuration}", folder)
-    _check_plans_dataset(folder, name)
-    return folder
+    model = ModelFolder.from_names(args.dataset, args.trainer, args.plans, args.configuration)
+    _check_plans_dataset(model)
+    return model
 
 
-def _check_plans_dataset(folder: Path, dataset_name: str) -> None:
+def _check_plans_dataset(model) -> None:
     """A model folder under DatasetXXX_Name must hold that dataset's plans (not ones copied from another)."""
-    from longnet.utils.files import load_json
-
-    plans_file = folder / "plans.json"
-    if not plans_file.is_file():
+    if not (model.path / "plans.json").is_file():
         return  # reported by the predictor as 'not a model folder'
-    plans = load_json(plans_file)
-    other = plans.get("dataset_name") if isinstance(plans, dict) else None
-    if other not in (None, dataset_name):
-        raise LongnetError(f"plans file belongs to dataset {other!r}, not {dataset_name!r}", plans_file)
+    other = model.plans.get("dataset_name")
+    if other not in (None, model.dataset_folder_name):
+        raise LongnetError(f"plans file belongs to dataset {other!r}, not {model.dataset_folder_name!r}",
+                           model.path / "plans.json")
 
 
 def _check_subject_files(args: argparse.Namespace) -> None:
@@ -131,13 +120,12 @@ def _check_subject_files(args: argparse.Namespace) -> None:
                 validate_case_id(row["case"].strip(), args.visits)
 
 
-def _trainer_class(args: argparse.Namespace, folder: Path | None):
-    """The registered trainer class behind this prediction, or None for an nnU-Net-trained model folder
-    (its trainer names are not registered here: those are segmentation models)."""
-    name = args.trainer if not args.model_folder else Path(args.model_folder).name.split("__")[0]
-    try:
-        from longnet.registry import get_trainer
+def _trainer_class(name: str) -> type | None:
+    """The registered trainer class of that name, or None (e.g. a model folder trained by nnU-Net, whose trainer
+    names are not registered here: those are segmentation models)."""
+    from longnet.registry import get_trainer
 
+    try:
         return get_trainer(name)
     except LongnetError:
         return None
@@ -157,13 +145,15 @@ def _parse(argv) -> tuple[argparse.Namespace, type | None]:
     known, _ = first.parse_known_args(argv)
     cls = None
     if known.trainer is not None or known.model_folder is not None:
+        from longnet.model_folder import ModelName
+
         named = known.trainer
-        known.trainer = named or "nnUNetTrainer"
-        cls = _trainer_class(known, None)
+        name = ModelName.parse(Path(known.model_folder).name).trainer if known.model_folder else named
+        cls = _trainer_class(name or "nnUNetTrainer")
         if cls is None and named and not known.model_folder and help_requested(argv):
             parser.epilog = (f"-tr {named} is not a registered trainer (longnet_plugins lists them): the options above "
                              "are those of segmentation models, e.g. a model folder trained by nnU-Net")
-    if cls is not None and getattr(cls, "prediction_task", "segmentation") not in ("segmentation", "none"):
+    if cls is not None and cls.prediction_task != "segmentation":
         group = parser.add_argument_group(f"options of {cls.__name__}")
         cls.add_prediction_arguments(group)
     return parser.parse_args(argv), cls
@@ -174,61 +164,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, trainer_cls = _parse(argv)  # before the heavy imports: -h and usage errors answer at once
     import torch
 
-    from longnet.inference.predictor import Predictor, list_input_cases
+    if trainer_cls is None:  # unregistered names (nnU-Net's model folders) are segmentation models
+        from longnet.training.segmentation import nnUNetTrainer as trainer_cls
+    from longnet.tasks import get_task
 
-    task = getattr(trainer_cls, "prediction_task", "segmentation") if trainer_cls is not None else "segmentation"
-    if task == "none":
-        raise LongnetError(f"{trainer_cls.__name__} only pretrains: its checkpoint initialises another trainer "
-                           "(see its --help), it predicts nothing")
-    folder = resolve_model_folder(args)
+    get_task(trainer_cls.prediction_task)  # a trainer may only name a registered task
+    if trainer_cls.prediction_task == "none":  # answered before any file is looked at
+        trainer_cls.run_prediction(None, None, Path(args.input), Path(args.output), args, torch.device("cpu"))
+    model = resolve_model_folder(args)
     _check_subject_files(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not 0 < args.step_size <= 1:
         raise LongnetError(f"-step_size must be in (0, 1], got {args.step_size}")
-    folds = args.folds
-    if folds is not None:
-        for f in folds:
-            if f != "all" and not f.isdigit():
-                raise LongnetError(f"invalid fold {f!r} (expected an integer or 'all')")
-    if task != "segmentation":
-        out = Path(args.output).resolve()
-        if out == Path(args.input).resolve():
-            raise LongnetError("output folder must differ from the input folder", out)
-        if folds is None:
-            folds = sorted(p.name[len("fold_"):] for p in folder.glob("fold_*") if (p / args.checkpoint).is_file())
-            if not folds:
-                raise LongnetError(f"no fold_*/{args.checkpoint} found", folder)
-        trainer_cls.run_prediction(folder, folds, Path(args.input), out, args, torch.device(device))
-        return 0
-    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
-        raise LongnetError(f"-part_id must be in 0 .. num_parts-1 and -num_parts >= 1, got -part_id "
-                           f"{args.part_id} -num_parts {args.num_parts}")
-    if args.num_preprocessing < 1 or args.num_export < 1:
-        raise LongnetError(f"-npp and -nps must be >= 1, got {args.num_preprocessing} and {args.num_export}")
-    predictor = Predictor.from_model_folder(
-        folder, folds, args.checkpoint, device, use_mirroring=not args.disable_tta, step_size=args.step_size,
-        tile_batch_size=args.tile_batch_size, verbose=args.verbose, keep_sums_on_host=args.not_on_device,
-        accumulate_dtype=torch.float16 if args.accumulation == "fp16" else torch.float32)
-    if predictor.previous_stage and not args.prev_stage_predictions:
-        raise LongnetError(f"{predictor.configuration_name} is the second stage of a cascade: give the "
-                           f"{predictor.previous_stage} predictions with -prev_stage_predictions DIR")
-    if args.prev_stage_predictions and not Path(args.prev_stage_predictions).is_dir():
-        raise LongnetError("previous-stage prediction folder not found", args.prev_stage_predictions)
-    dj = predictor.dataset_json
-    num_channels = len(dj.get("channel_names") or dj.get("modality") or {})
-    cases = list_input_cases(args.input, dj.get("file_ending", ".nii.gz"), num_channels)
+    folds = [str(f) for f in args.folds] if args.folds is not None else None
+    model.checkpoint_paths(folds, args.checkpoint)  # every fold has the checkpoint, or one clear error
     out = Path(args.output).resolve()
     if out == Path(args.input).resolve():
         raise LongnetError("output folder must differ from the input folder", out)
-    cases = cases[args.part_id::args.num_parts]
-    written = predictor.predict_files(cases, out, save_probabilities=args.save_probabilities,
-                                      continue_prediction=args.continue_prediction,
-                                      num_export_workers=args.num_export,
-                                      num_preprocessing_workers=args.num_preprocessing,
-                                      previous_stage_folder=args.prev_stage_predictions,
-                                      progress_bar=not args.disable_progress_bar)
-    print(f"predicted {len(written)} case(s) into {out}" +
-          (f" ({len(cases) - len(written)} already present)" if len(written) < len(cases) else ""))
+    trainer_cls.run_prediction(model, folds, Path(args.input), out, args, torch.device(device))
     return 0
 
 

@@ -45,6 +45,7 @@ class Case:
     days: float
     visit_index: int
     meta: dict = field(default_factory=dict)
+    days_known: bool = False  # True when visits{Tr,Ts}.csv gave the day (else days = the visit's index)
 
 
 class RawDataset:
@@ -229,6 +230,7 @@ class RawDataset:
             if not math.isfinite(days):
                 raise DatasetError(f"line {line}: 'days' of case {cid!r} is not finite", path)
             self.cases[cid].days = days
+            self.cases[cid].days_known = True
             meta = {}
             for k, v in row.items():
                 if k in ("case", "days") or k is None:

@@ -84,10 +84,12 @@ def ensemble_folders(input_folders: Sequence[str | Path], output_folder: str | P
 
 def model_identity(model_folder: Path) -> tuple[str, str, str, str]:
     """(dataset, trainer, plans, configuration) of `RES/<dataset>/<trainer>__<plans>__<configuration>`."""
-    parts = model_folder.name.split("__")
-    if len(parts) != 3:
+    from longnet.model_folder import ModelName
+
+    n = ModelName.parse(model_folder.name)
+    if n.trainer is None:
         return model_folder.parent.name, "TRAINER", "PLANS", "CONFIG"
-    return (model_folder.parent.name, *parts)
+    return model_folder.parent.name, n.trainer, n.plans, n.configuration
 
 
 def validation_npz_folders(model_folder: Path, folds: Sequence[int | str]) -> dict[str, Path]:

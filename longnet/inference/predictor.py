@@ -27,7 +27,7 @@ from longnet.planning.network import (architecture_with_overrides, build_network
                                      checkpoint_arch_overrides)
 from longnet.planning.plans import Plans
 from longnet.data.cascade import append_previous_stage, cascade_labels
-from longnet.utils.files import load_json, remove_stale_temp_files
+from longnet.utils.files import remove_stale_temp_files
 
 _WEIGHT_KEYS = ("network_weights", "network_state_dict", "state_dict", "network", "model")
 _PREFIXES = ("_orig_mod.", "module.")
@@ -145,46 +145,43 @@ class Predictor:
     @classmethod
     def from_model_folder(cls, folder: str | Path, folds: Iterable[int | str] | None = None,
                           checkpoint_name: str = "checkpoint_final.pth", device: str | torch.device = "cpu",
-                          **kwargs) -> "Predictor":
-        """Load `folder/{plans,dataset}.json` and `fold_N/<checkpoint_name>` (longnet or nnU-Net v2)."""
-        from longnet.training.checkpoint import load_checkpoint
+                          trainer_cls: type | None = None, **kwargs) -> "Predictor":
+        """Load `folder/{plans,dataset}.json` and `fold_N/<checkpoint_name>` (longnet or nnU-Net v2).
 
-        folder = Path(folder)
-        for name in ("plans.json", "dataset.json"):
-            if not (folder / name).is_file():
-                raise LongnetError(f"not a model folder: {name} is missing", folder)
-        plans = Plans.load(folder / "plans.json")
-        dataset_json = load_json(folder / "dataset.json")
-        if folds is None:
-            fold_dirs = sorted(p for p in folder.glob("fold_*") if (p / checkpoint_name).is_file())
-            if not fold_dirs:
-                raise LongnetError(f"no fold_*/{checkpoint_name} in the model folder", folder)
-        else:
-            fold_dirs = [folder / f"fold_{f}" for f in folds]
-        checkpoints = []
-        for d in fold_dirs:
-            path = d / checkpoint_name
-            if not path.is_file():
-                raise LongnetError("checkpoint not found", path)
-            checkpoints.append((path, load_checkpoint(path)))
+        With `trainer_cls` and a longnet checkpoint the network comes from the trainer class
+        (`build_inference_network`), so a trainer that changes the architecture predicts with its own network;
+        otherwise (nnU-Net's model folders) from the plans and the overrides recorded in the checkpoint."""
+        from longnet.model_folder import ModelFolder
+
+        model = ModelFolder(folder)
+        folder = model.path
+        plans = Plans(model.plans, folder / "plans.json")
+        dataset_json = model.dataset_json
+        checkpoints = [(p, model.load_checkpoint(p)) for p in model.checkpoint_paths(
+            None if folds is None else [str(f) for f in folds], checkpoint_name)]
         first_path, first = checkpoints[0]
-        init_args = first.get("init_args") if isinstance(first.get("init_args"), dict) else {}
-        configuration = init_args.get("configuration") or first.get("configuration") or folder.name.split("__")[-1]
+        configuration = model.configuration(first)
         if configuration not in plans.available_configurations:
             raise LongnetError(f"cannot tell the configuration of this model folder ({configuration!r} is not in "
                                "plans.json; expected a folder named TRAINER__PLANS__CONFIG)", folder)
         conf = plans.configuration(configuration)
         lm = LabelManager.from_dataset_json(dataset_json, str(folder / "dataset.json"))
-        channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
-        n_inputs = len(channels) + len(cascade_labels(conf, lm))  # a cascade also sees the previous stage
-        trainer_name = first.get("trainer_name") or folder.name.split("__")[0]
-        overrides = checkpoint_arch_overrides(first, trainer_name, conf.architecture)  # e.g. nnUNetTrainerBN
-        try:
-            network = build_network_from_architecture(architecture_with_overrides(conf.architecture, overrides),
-                                                      n_inputs, lm.num_segmentation_heads,
-                                                      deep_supervision=False)
-        except LongnetError as e:  # e.g. a class outside the allow-list: name the file it came from
-            raise LongnetError(e.message, e.path or (first_path if overrides else folder / "plans.json")) from None
+        trainer_name = first.get("trainer_name") or model.trainer_name
+        init_args = first.get("init_args")
+        if trainer_cls is not None and isinstance(init_args, dict) and "plans" in init_args:
+            network = trainer_cls(init_args["plans"], init_args["configuration"], init_args["fold"],
+                                  init_args["dataset_json"], "cpu", init_args.get("options")
+                                  ).build_inference_network()
+        else:
+            channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
+            n_inputs = len(channels) + len(cascade_labels(conf, lm))  # a cascade also sees the previous stage
+            overrides = checkpoint_arch_overrides(first, trainer_name, conf.architecture)  # e.g. nnUNetTrainerBN
+            try:
+                network = build_network_from_architecture(architecture_with_overrides(conf.architecture, overrides),
+                                                          n_inputs, lm.num_segmentation_heads,
+                                                          deep_supervision=False)
+            except LongnetError as e:  # e.g. a class outside the allow-list: name the file it came from
+                raise LongnetError(e.message, e.path or (first_path if overrides else folder / "plans.json")) from None
         params = []
         for path, ck in checkpoints:
             weights = network_weights_from_checkpoint(ck, path)

@@ -64,8 +64,10 @@ def _ensemble_members(name: str) -> list[tuple[str, ...]] | None:
     parts = name.split("___")
     if len(parts) < 3:
         return None
-    members = [tuple(m.split("__")) for m in parts[1:-1]]
-    return members if all(len(m) == 3 for m in members) else None
+    from longnet.model_folder import ModelName
+
+    members = [ModelName.parse(m) for m in parts[1:-1]]
+    return [(m.trainer, m.plans, m.configuration) for m in members] if all(m.trainer for m in members) else None
 
 
 def collect_model_files(results: Path, dataset_name: str, configurations: Sequence[str], trainer: str,

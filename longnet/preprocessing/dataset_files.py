@@ -46,8 +46,8 @@ def subject_inputs(raw: RawDataset) -> str:
 
 
 def visits_content(raw: RawDataset) -> dict:
-    return {c: {"days": v.days, "subject": v.subject, "visit_index": v.visit_index, "labelled": v.label is not None,
-                "meta": v.meta} for c, v in raw.cases.items()}
+    return {c: {"days": v.days, "days_known": v.days_known, "subject": v.subject, "visit_index": v.visit_index,
+                "labelled": v.label is not None, "meta": v.meta} for c, v in raw.cases.items()}
 
 
 def _json_or_none(path: Path):

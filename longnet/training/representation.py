@@ -17,21 +17,18 @@ import argparse
 import csv
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from longnet.errors import LongnetError
-from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
+from longnet.training.checkpoint import unwrap
 from longnet.training.trainer import Trainer
 
-
-def option(options: dict, key: str, default: float) -> float:
-    """A numeric trainer option, `default` only when absent or None (an explicit 0 stays 0)."""
-    value = options.get(key)
-    return float(default if value is None else value)
+if TYPE_CHECKING:
+    from longnet.model_folder import ModelFolder
 
 
 def normalise_volume(data: np.ndarray, mode: str) -> np.ndarray:
@@ -54,7 +51,7 @@ def resize_volume(data: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     if tuple(data.shape[1:]) == shape:
         return np.ascontiguousarray(data, dtype=np.float32)
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
+    x = torch.as_tensor(np.array(data, dtype=np.float32))[None]  # a copy: cached inputs are read-only
     return F.interpolate(x, size=shape, mode=mode, align_corners=False)[0].numpy()
 
 
@@ -114,6 +111,11 @@ class RepresentationTrainer(Trainer):
     def prepare_input(self, data: np.ndarray) -> np.ndarray:
         return self.input_spec()(data)
 
+    def raw_input(self, files: Sequence[Path]) -> np.ndarray:
+        """The network input of one raw case (its channel files): preprocessed exactly as in training, then
+        prepared like the training inputs."""
+        return self.prepare_input(_preprocess_raw(files, self))
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Batch of prepared inputs → N×D embeddings (default: `network.embed`)."""
         return unwrap(self.network).embed(x)
@@ -166,48 +168,22 @@ class RepresentationTrainer(Trainer):
 
     # ----------------------------------------------------------------- prediction contract
     @classmethod
-    def add_prediction_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Options of `longnet_predict` for this trainer (none by default)."""
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "RepresentationTrainer":
-        """A trainer rebuilt from a checkpoint's init_args with its weights loaded (eval mode, no data attached).
-
-        `load_checkpoint_extra` runs before `build_network`, so a network whose shape depends on saved state
-        (e.g. an encoder specification) can be rebuilt without the files it was first made from."""
-        from longnet.inference.predictor import load_weights_into
-
-        ckpt = load_checkpoint(path, map_location="cpu")
-        ia = ckpt.get("init_args")
-        if not isinstance(ia, dict) or "plans" not in ia:
-            raise LongnetError("checkpoint has no init_args (not written by a longnet trainer)", path)
-        trainer = cls(ia["plans"], ia["configuration"], ia["fold"], ia["dataset_json"], device, ia.get("options"))
-        trainer.load_checkpoint_extra(ckpt.get("extra") or {})
-        net = trainer.build_network()
-        load_weights_into(net, strip_prefixes(ckpt["network_weights"]), path)
-        trainer.network = net.to(trainer.device).eval()
-        return trainer
-
-    @classmethod
-    def run_prediction(cls, model_folder: Path, folds: list[str] | None, input_folder: Path, output_folder: Path,
-                       args: argparse.Namespace, device: torch.device) -> None:
+    def run_prediction(cls, model: ModelFolder, folds: Sequence[str] | None, input_folder: Path,
+                       output_folder: Path, args: argparse.Namespace, device: torch.device) -> None:
         """Embed every raw case of `input_folder`; write embeddings.npz/.csv, trajectories.png (+ extras)."""
         from longnet.inference.embeddings import plot_trajectories, save_embeddings
         from longnet.inference.predictor import list_input_cases
-        from longnet.utils.files import load_json
 
-        model_folder, output_folder = Path(model_folder), Path(output_folder)
+        model_folder, output_folder = model.path, Path(output_folder)
         if output_folder.resolve() == Path(input_folder).resolve():
             raise LongnetError("output folder must differ from the input folder", output_folder)
-        checkpoints = fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None))
+        checkpoints = model.checkpoint_paths(folds, getattr(args, "checkpoint", None))
         trainers = [cls.from_checkpoint(p, device) for p in checkpoints]
         for t in trainers:
             t.configure_prediction(args)
-        dj = load_json(model_folder / "dataset.json")
-        n_channels = len(dj.get("channel_names") or dj.get("modality") or {"0": ""})
-        cases = list_input_cases(input_folder, dj.get("file_ending", ".nii.gz"), n_channels)
+        cases = list_input_cases(input_folder, model.file_ending, model.num_channels)
         lead = trainers[0]
-        inputs = [lead.prepare_input(_preprocess_raw(files, lead)) for _, files in cases]
+        inputs = [lead.raw_input(files) for _, files in cases]
         ids = [c for c, _ in cases]
         visits = read_visits_csv(getattr(args, "visits", None))
         subjects = subjects_for_cases(ids, getattr(args, "patients", None), visits)
@@ -221,7 +197,7 @@ class RepresentationTrainer(Trainer):
             print(f"{cls.__name__}: embeddings from fold {trainers[0].fold} (folds embed into different spaces)")
         # the folders above the model tell runs of one trainer apart (e.g. a trained and a baseline arm)
         where = "/".join(model_folder.resolve().parts[-3:-1])
-        setup = model_folder.name.split("__", 1)[-1].replace("__", ", ")
+        setup = f"{model.plans_name}, {model.configuration()}" if model.plans_name else model_folder.name
         plot_trajectories(dict(zip(ids, emb)), subjects, output_folder / "trajectories.png",
                           title=f"{cls.__name__}: {lead.embedding_description()} of {len(ids)} scans\n"
                                 f"model {where} ({setup}, fold {lead.fold})")
@@ -240,21 +216,6 @@ class RepresentationTrainer(Trainer):
                                 inputs: list[np.ndarray], subjects: dict[str, list[str]], visits: dict[str, dict],
                                 output_folder: Path, args: argparse.Namespace) -> None:
         """Hook: more outputs from the same prepared inputs (e.g. per-pair classifications)."""
-
-
-def fold_checkpoints(model_folder: Path, folds: Sequence[str] | None, name: str | None) -> list[Path]:
-    """fold_<f>/<name> for the given folds, or every fold_* that has it (default checkpoint_final.pth)."""
-    name = name or "checkpoint_final.pth"
-    if folds:
-        paths = [model_folder / f"fold_{f}" / name for f in folds]
-    else:
-        paths = sorted(p / name for p in model_folder.glob("fold_*") if (p / name).is_file())
-    if not paths:
-        raise LongnetError(f"no fold_*/{name} in the model folder", model_folder)
-    for p in paths:
-        if not p.is_file():
-            raise LongnetError("checkpoint not found", p)
-    return paths
 
 
 def _preprocess_raw(files: Sequence[Path], trainer: Trainer) -> np.ndarray:

@@ -16,7 +16,8 @@ class Requirements:
 
     labels: 'all' every training case labelled; 'some' at least one labelled case (unlabelled ones are skipped);
     'none'/'any' labels are not needed. min_visits_per_subject: at least `min_subjects` subjects of the training
-    split must have that many visits. required_columns: visitsTr.csv columns that every training case must have.
+    split must have that many visits. required_columns: visitsTr.csv columns that every training case must have
+('days' included: without visitsTr.csv a visit's day is its index in patientsTr.json).
     aligned_visits: the visits of a subject should be registered to one grid (`--align`); unaligned plans get a
     warning (not an error: identically acquired visits can share a grid without registration).
     """
@@ -50,7 +51,10 @@ def check_requirements(req: Requirements, index: DatasetIndex, trainer_name: str
                             f"visits, found {len(ok)} (of {len(index.subjects)} subjects; provide patientsTr.json "
                             f"to group visits into subjects)")
     for col in req.required_columns:
-        missing = [c for c in index.cases if col not in ((index.visits.get(c) or {}).get("meta") or {})]
+        if col == "days":  # the day of every visit, from visitsTr.csv (without it days are the visit order)
+            missing = [c for c in index.cases if (index.visits.get(c) or {}).get("days_known") is False]
+        else:
+            missing = [c for c in index.cases if col not in ((index.visits.get(c) or {}).get("meta") or {})]
         if missing:
             problems.append(f"column {col!r} (visitsTr.csv) is missing for {len(missing)} case(s) "
                             f"(e.g. {', '.join(missing[:3])})")

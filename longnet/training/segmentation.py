@@ -43,6 +43,7 @@ class nnUNetTrainer(Trainer):
     dice_smooth = 1e-5
     best_metric = "mean_fg_dice"
     best_metric_mode = "max"
+    prediction_task = "segmentation"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -266,6 +267,22 @@ class nnUNetTrainer(Trainer):
         finite = [d for d in dice if d == d]
         return {"val_loss": float(np.mean([o["loss"] for o in outputs])), "dice_per_class": dice,
                 "mean_fg_dice": float(np.mean(finite)) if finite else float("nan")}
+
+    # ------------------------------------------------------------------ prediction contract
+    def build_inference_network(self) -> nn.Module:
+        """The trained network without deep supervision (one full-resolution output, as the predictor needs)."""
+        enabled, self.enable_deep_supervision = self.enable_deep_supervision, False
+        try:
+            return self.build_network()
+        finally:
+            self.enable_deep_supervision = enabled
+
+    @classmethod
+    def run_prediction(cls, model, folds, input_folder, output_folder, args, device) -> None:
+        """Label maps of every input case (nnU-Net's `nnUNetv2_predict`; see `segmentation_prediction`)."""
+        from longnet.inference.segmentation_prediction import predict_segmentation
+
+        predict_segmentation(model, folds, input_folder, output_folder, args, device, cls)
 
     # ------------------------------------------------------------------ end of training
     def set_deep_supervision_enabled(self, enabled: bool) -> None:

@@ -3,7 +3,8 @@
 Hooks (override in a plugin): `requirements`, `add_arguments`, `build_network`, `configure_optimizers`,
 `train_loader`, `val_loader`, `training_step`, `validation_step`, `aggregate_validation`, `on_epoch_start`,
 `on_epoch_end`, `final_validation`, `checkpoint_extra`/`load_checkpoint_extra`, `prepare_batch`,
-`backward_and_step`. The base does device, seeding, AMP, torch.compile (+ eager fallback), DDP, gradient
+`backward_and_step`; the prediction contract (`prediction_task`, `add_prediction_arguments`,
+`build_inference_network`, `from_checkpoint`, `run_prediction`) comes from `prediction_contract`. The base does device, seeding, AMP, torch.compile (+ eager fallback), DDP, gradient
 clipping, checkpoints (latest/best/final, SIGTERM), resume, text log, progress.png, TensorBoard and tqdm.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from longnet.training.distributed import DistContext
 from longnet.training.logger import TrainingLogger
 from longnet.training.options import CORE_OPTION_RANGES, OptionRange, option_value
 from longnet.training.options import check_options as check_option_ranges
+from longnet.training.prediction_contract import PredictionContract
 from longnet.training.requirements import Requirements, alignment_warning, check_requirements
 from longnet.training.trainer_state import TrainerStateMixin
 
@@ -39,7 +41,7 @@ class TrainingInterrupted(Exception):
     """SIGTERM received: checkpoint_latest.pth was written mid-epoch and training stopped."""
 
 
-class Trainer(TrainerStateMixin):
+class Trainer(PredictionContract, TrainerStateMixin):
     """Base class of all longnet trainers (generic loop, no task-specific code)."""
 
     requirements: ClassVar[Requirements] = Requirements()

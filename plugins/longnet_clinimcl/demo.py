@@ -19,7 +19,7 @@ ARGS = ["--preset", "tiny", "--cube", "32", "--batch-size", "8", "--lr", "1e-3"]
 
 
 def _predict_and_evaluate(ctx, model_folder: Path, pred: Path) -> dict:
-    from longnet.demo.recipes import call_command
+    from longnet.api import call_command
 
     raw = Path(ctx.raw_folder)
     call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(pred), "-m", str(model_folder), "-f",
@@ -36,7 +36,7 @@ def _predict_and_evaluate(ctx, model_folder: Path, pred: Path) -> dict:
 def run_clinimcl(ctx, seed: int = 12345, epochs: int | None = None, iters: int | None = None,
                  name: str = "ClinImCL") -> tuple[dict, Path]:
     """Train on every training subject (fold 'all'), embed the test split; returns (metrics, model folder)."""
-    from longnet.demo.recipes import call_command
+    from longnet.api import call_command
 
     s = ctx.settings
     call_command("train", "main", [str(ctx.dataset_id), CONFIG, "all", "-tr", "ClinImCLTrainer", *ARGS,
@@ -69,7 +69,7 @@ def random_init_reference(ctx, trained_folder: Path, seed: int = 12345, name: st
 
 def run_demo(ctx):
     """Recipe row: MCCD / between-subject distance of the trained encoder vs a random-init encoder."""
-    from longnet.demo.recipes import RecipeResult
+    from longnet.api import RecipeResult
 
     trained, folder = run_clinimcl(ctx)
     random = random_init_reference(ctx, folder)

@@ -15,10 +15,8 @@ import itertools
 import numpy as np
 import torch
 
-from longnet.errors import LongnetError
-from longnet.training.representation import CaseInputs, RepresentationTrainer, option
-from longnet.training.requirements import Requirements
-from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT
+from longnet.api import (CaseInputs, LongnetError, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT,
+    RepresentationTrainer, Requirements, option_value)
 
 from longnet_clinimcl.losses import info_nce
 from longnet_clinimcl.network import PRESETS, ClinImCLNet
@@ -31,7 +29,7 @@ class VisitPairBatches:
     """B distinct subjects, two distinct visits each (their order is random; the loss is symmetric)."""
 
     def __init__(self, index, inputs: CaseInputs, batch_size: int):
-        from longnet.data.longitudinal import SubjectBatchSampler
+        from longnet.api import SubjectBatchSampler
 
         self.index, self.inputs = index, inputs
         eligible = [s for s, cs in index.subjects.items() if len(cs) >= 2]
@@ -103,7 +101,7 @@ class ClinImCLTrainer(RepresentationTrainer):
         self.widths = tuple(int(w) for w in pick("widths"))
         self.h_dim, self.z_dim = int(pick("h_dim")), int(pick("z_dim"))
         self.batch_size = int(pick("batch_size"))
-        self.tau = option(self.options, "tau", 0.07)
+        self.tau = float(option_value(self.options, "tau", 0.07))
         self.symmetric = not bool(self.options.get("one_directional"))
         self.export = "z"
         if self.cube < 16:
@@ -117,8 +115,8 @@ class ClinImCLTrainer(RepresentationTrainer):
         return ClinImCLNet(self.num_input_channels, self.widths, self.h_dim, self.z_dim, self.export)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.network.parameters(), lr=option(self.options, "lr", 1e-4),
-                                weight_decay=option(self.options, "weight_decay", 0.0))
+        opt = torch.optim.AdamW(self.network.parameters(), lr=float(option_value(self.options, "lr", 1e-4)),
+                                weight_decay=float(option_value(self.options, "weight_decay", 0.0)))
         return opt, None  # no schedule (as the original)
 
     def configure_prediction(self, args: argparse.Namespace) -> None:
@@ -142,7 +140,7 @@ class ClinImCLTrainer(RepresentationTrainer):
         return self.make_batch_iterator(batches.make_batch, "train")
 
     def val_loader(self):
-        from longnet.data.longitudinal import frozen_draws, frozen_draws_path
+        from longnet.api import frozen_draws, frozen_draws_path
 
         if not self.val_cases or self.num_val_iterations_per_epoch <= 0:
             return None

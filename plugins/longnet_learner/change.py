@@ -16,12 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from longnet.errors import LongnetError
-from longnet.evaluation.change import CHANGE_CLASSES, change_targets, consecutive_pairs
-from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
-from longnet.training.requirements import Requirements
-from longnet.training.options import POSITIVE_FLOAT, POSITIVE_INT, option_value
-from longnet.training.representation import CaseInputs, RepresentationTrainer, option
+from longnet.api import (CHANGE_CLASSES, CaseInputs, LongnetError, POSITIVE_FLOAT, POSITIVE_INT,
+    RepresentationTrainer, Requirements, change_targets, consecutive_pairs, load_checkpoint, option_value,
+    strip_prefixes, unwrap)
 
 from longnet_learner.network import ChangeNet, EncoderConfig, build_encoder
 
@@ -141,7 +138,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
 
     def configure_optimizers(self):
         params = [p for p in self.network.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=option(self.options, "lr", 1e-4)), None
+        return torch.optim.Adam(params, lr=float(option_value(self.options, "lr", 1e-4))), None
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.frozen:  # BatchNorm statistics of a frozen encoder stay those of pretraining
@@ -209,7 +206,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
                 "prob": torch.softmax(logits.float(), 1).cpu().numpy()}
 
     def aggregate_validation(self, outputs: list[dict]) -> dict:
-        from longnet.evaluation.classification import classification_metrics
+        from longnet.api import classification_metrics
 
         y = np.concatenate([o["target"] for o in outputs])
         p = np.concatenate([o["prob"] for o in outputs])
@@ -222,7 +219,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
         if self.output_folder is None or not self.val_cases or self.options.get("disable_final_validation"):
             return
         if self.dist.is_main:
-            from longnet.utils.files import save_json
+            from longnet.api import save_json
 
             chunks = self._pair_batches(self.val_cases).chunks()
             if chunks:

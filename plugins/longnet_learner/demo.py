@@ -40,7 +40,7 @@ def run_variant(ctx, name: str, contrastive_weight: float, seed: int = 12345, ep
                 iters: int | None = None, extra: tuple[str, ...] = ()) -> dict:
     """Pretrain (λ = contrastive_weight; `extra`: more LEARNERTrainer options), train the change classifier,
     predict and evaluate the test split. (Fold 'all' validates on training cases, so 2 batches suffice.)"""
-    from longnet.demo.recipes import call_command
+    from longnet.api import call_command
 
     s = ctx.settings
     epochs, iters = epochs or s.epochs, iters or s.iters_per_epoch
@@ -77,7 +77,7 @@ def run_variant(ctx, name: str, contrastive_weight: float, seed: int = 12345, ep
 
 def run_demo(ctx):
     """Recipe row: change macro-F1 of weighted contrastive vs MSE-only pretraining (+ Spearman ρ of both)."""
-    from longnet.demo.recipes import RecipeResult
+    from longnet.api import RecipeResult
 
     weighted = run_variant(ctx, "weighted", 1.0)
     baseline = run_variant(ctx, "mse_only", 0.0)

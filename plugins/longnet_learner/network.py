@@ -14,8 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.errors import LongnetError
-from longnet.training.representation import VolumeInput, resize_volume
+from longnet.api import LongnetError, VolumeInput, resize_volume
 
 from longnet_learner.tsm import ResNet3DEncoder, TSMResNet
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longnet.evaluation.change import CHANGE_CLASSES, change_class
-from longnet.utils.files import atomic_path
+from longnet.api import CHANGE_CLASSES, atomic_path, change_class
 
 
 @torch.no_grad()

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longnet.errors import LongnetError
-from longnet.training.requirements import Requirements
-from longnet.training.options import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, option_value
-from longnet.training.representation import CaseInputs, RepresentationTrainer, option
+from longnet.api import (CaseInputs, LongnetError, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
+    RepresentationTrainer, Requirements, option_value)
 
 from longnet_learner.losses import learner_loss
 from longnet_learner.network import PRESETS, EncoderConfig, LEARNERNet, add_encoder_arguments, build_encoder
@@ -48,7 +46,7 @@ class ScoreBatches:
     """Batches of distinct subjects, one scored visit each (so no same-patient pair enters L_con)."""
 
     def __init__(self, index, inputs: CaseInputs, column: str, stats: dict, batch_size: int):
-        from longnet.data.longitudinal import SubjectBatchSampler
+        from longnet.api import SubjectBatchSampler
 
         self.index, self.inputs, self.column, self.stats = index, inputs, column, stats
         self.visits = scored_visits(index, column)
@@ -122,7 +120,7 @@ class LEARNERTrainer(RepresentationTrainer):
         self.contrastive_weight = float(self.options.get("contrastive_weight", 1.0))
         self.contrastive_kind = str(self.options.get("contrastive") or "weighted")
         default_margin = WEIGHTED_MARGIN if self.contrastive_kind == "weighted" else 0.5
-        self.margin = option(self.options, "margin", default_margin)
+        self.margin = float(option_value(self.options, "margin", default_margin))
         preset = PRESETS[self.options.get("preset") or "paper"]
         self.batch_size = int(option_value(self.options, "batch_size", preset["batch_size"]))
         self.score_stats: dict | None = None
@@ -147,8 +145,8 @@ class LEARNERTrainer(RepresentationTrainer):
         return LEARNERNet(enc, int(option_value(self.options, "projector_dim", 0)))
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.network.parameters(), lr=option(self.options, "lr", 1e-4),
-                               weight_decay=option(self.options, "weight_decay", 0.0))
+        opt = torch.optim.Adam(self.network.parameters(), lr=float(option_value(self.options, "lr", 1e-4)),
+                               weight_decay=float(option_value(self.options, "weight_decay", 0.0)))
         return opt, None
 
     # ----------------------------------------------------------------- data
@@ -177,7 +175,7 @@ class LEARNERTrainer(RepresentationTrainer):
         return self.make_batch_iterator(batches.make_batch, "train")
 
     def val_loader(self):
-        from longnet.data.longitudinal import frozen_draws, frozen_draws_path
+        from longnet.api import frozen_draws, frozen_draws_path
 
         if not self.val_cases or self.num_val_iterations_per_epoch <= 0:
             return None
@@ -220,7 +218,7 @@ class LEARNERTrainer(RepresentationTrainer):
     @classmethod
     def write_extra_predictions(cls, trainers, cases, inputs, subjects, visits, output_folder: Path, args) -> None:
         """`predicted_scores.csv`: the regressor's health score per scan (mean over folds)."""
-        from longnet.utils.files import atomic_path
+        from longnet.api import atomic_path
 
         preds = []
         for t in trainers:

@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from longnet.demo.recipes import CONFIG, DemoContext, RecipeResult, aligned_plans, call_command
-from longnet.demo.segmentation import find_progress_png, foreground_dice_from_summary
+from longnet.api import (CONFIG, DemoContext, RecipeResult, aligned_plans, call_command, find_progress_png,
+    foreground_dice_from_summary)
 
 PRETRAINER, FINETUNER = "LongRepPretrainer", "LongRepFinetuner"
 

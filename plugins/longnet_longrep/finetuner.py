@@ -13,12 +13,8 @@ import argparse
 import numpy as np
 import torch
 
-from longnet.data.longitudinal import IntraSubjectPairSampler, LongitudinalIndex
-from longnet.errors import LongnetError
-from longnet.training.distributed import split_batch
-from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, OptionRange, option_value
-from longnet.training.requirements import Requirements
-from longnet.training.segmentation import nnUNetTrainer
+from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT, OptionRange,
+    POSITIVE_FLOAT, Requirements, nnUNetTrainer, option_value, split_batch)
 from longnet_longrep.losses import consistency_loss
 from longnet_longrep.pairs import PairAugmentation, PairBatchMaker
 from longnet_longrep.pretrainer import add_pair_arguments

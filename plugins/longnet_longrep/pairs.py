@@ -22,8 +22,8 @@ from batchgeneratorsv2.transforms.local.brightness_gradient import BrightnessGra
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
-from longnet.data.augmentation import SpatialAugConfig, replay, enlarged_patch_size, spatial_aug_config
-from longnet.data.longitudinal import LongitudinalIndex, PairDraw, paired_spatial_augment, random_crop_aligned
+from longnet.api import (LongitudinalIndex, PairDraw, SpatialAugConfig, enlarged_patch_size, paired_spatial_augment,
+    random_crop_aligned, replay, spatial_aug_config)
 
 _warned_unaligned = False
 

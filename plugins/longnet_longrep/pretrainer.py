@@ -14,15 +14,9 @@ import argparse
 import torch
 import torch.nn as nn
 
-from longnet.data.longitudinal import (IntraSubjectPairSampler, LongitudinalIndex, frozen_draws,
-                                       frozen_draws_path)
-from longnet.errors import LongnetError
-from longnet.planning.network import build_network_from_architecture
-from longnet.training.checkpoint import unwrap
-from longnet.training.distributed import split_batch
-from longnet.training.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, OptionRange, option_value
-from longnet.training.requirements import Requirements
-from longnet.training.trainer import Trainer
+from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT, OptionRange,
+    POSITIVE_FLOAT, POSITIVE_INT, Requirements, Trainer, build_network_from_architecture, frozen_draws,
+    frozen_draws_path, option_value, split_batch, unwrap)
 from longnet_longrep.model import HEAD_PREFIXES, LongRepPretrainModel, LossWeights
 from longnet_longrep.pairs import FrozenPairBatches, PairAugmentation, PairBatchMaker
 from longnet_longrep.schedule import ConstantThenLinearLR

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from longnet.errors import LongnetError
+from longnet.api import LongnetError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ prediction — is `PriorConcatTrainer`'s. The block fuses image features only: `
 """
 from __future__ import annotations
 
-from longnet.errors import LongnetError
+from longnet.api import LongnetError
 from longnet_priorseg.trainer import PriorConcatTrainer
 
 

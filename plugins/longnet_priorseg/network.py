@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from longnet.errors import LongnetError
+from longnet.api import LongnetError
 
 PRIOR_INIT_MODES = ("zero", "copy")
 

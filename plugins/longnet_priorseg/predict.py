@@ -23,9 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from longnet.errors import LongnetError
-from longnet.planning.plans import Plans
-from longnet.utils.files import load_json, save_json
+from longnet.api import LongnetError, ModelFolder, Plans, load_json, save_json
 from longnet_priorseg.priors import network_input_array
 
 
@@ -84,49 +82,26 @@ def chain_subject(cases: Sequence[str], step: Callable[[str, str | None, dict | 
 
 
 # ---------------------------------------------------------------------------- models
-def load_predictor(trainer_cls: type, model_folder: Path, folds: list[str] | None, checkpoint_name: str,
+def load_predictor(trainer_cls: type, model: ModelFolder, folds: Sequence[str] | None, checkpoint_name: str,
                    device: torch.device, args: argparse.Namespace):
-    """A `Predictor` around the trainer's network with every fold's weights, plus the training options."""
-    from longnet.inference.predictor import Predictor, load_weights_into, network_weights_from_checkpoint
-    from longnet.planning.network import checkpoint_arch_overrides
-    from longnet.training.checkpoint import load_checkpoint
+    """A `Predictor` around the trainer's network (its `build_inference_network`) with every fold's weights,
+    plus the training options."""
+    from longnet.api import Predictor
 
-    for name in ("plans.json", "dataset.json"):
-        if not (model_folder / name).is_file():
-            raise LongnetError(f"not a model folder: {name} is missing", model_folder)
-    plans = Plans.load(model_folder / "plans.json")
-    dataset_json = load_json(model_folder / "dataset.json")
-    fold_dirs = ([model_folder / f"fold_{f}" for f in folds] if folds else
-                 sorted(p for p in model_folder.glob("fold_*") if (p / checkpoint_name).is_file()))
-    if not fold_dirs:
-        raise LongnetError(f"no fold_*/{checkpoint_name} in the model folder", model_folder)
-    ckpts = [(d / checkpoint_name, load_checkpoint(d / checkpoint_name)) for d in fold_dirs]
-    first_path, first = ckpts[0]
+    first_path = model.checkpoint_paths(folds, checkpoint_name)[0]
+    first = model.load_checkpoint(first_path)
     if first.get("trainer_name") not in (None, trainer_cls.__name__):
         raise LongnetError(f"checkpoint was written by {first.get('trainer_name')}, not {trainer_cls.__name__}",
                            first_path)
-    init_args = first.get("init_args") or {}
-    options = dict(init_args.get("options") or {})
-    configuration = init_args.get("configuration") or model_folder.name.split("__")[-1]
-    if configuration not in plans.available_configurations:
-        raise LongnetError(f"configuration {configuration!r} of the checkpoint is not in plans.json", model_folder)
-    conf = plans.configuration(configuration)
-    overrides = checkpoint_arch_overrides(first, trainer_cls.__name__, conf.architecture)
-    network = trainer_cls.inference_network(plans, configuration, dataset_json, options, overrides)
-    params = []
-    for path, ck in ckpts:
-        weights = network_weights_from_checkpoint(ck, path)
-        load_weights_into(network, weights, path)
-        params.append(weights)
-    mirror_axes = first.get("inference_allowed_mirroring_axes", tuple(range(len(conf.patch_size))))
-    predictor = Predictor(network, plans, configuration, dataset_json, params, mirror_axes, device,
-                          step_size=args.step_size, use_mirroring=not args.disable_tta,
-                          tile_batch_size=getattr(args, "tile_batch_size", None),
-                          accumulate_dtype=torch.float16 if getattr(args, "accumulation", "fp16") == "fp16"
-                          else torch.float32, trainer_name=trainer_cls.__name__, model_folder=model_folder,
-                          verbose=bool(getattr(args, "verbose", False)),
-                          keep_sums_on_host=bool(getattr(args, "not_on_device", False)))
-    return predictor, options
+    init_args = first.get("init_args")
+    if not isinstance(init_args, dict) or "plans" not in init_args:
+        raise LongnetError("checkpoint has no init_args (not written by a longnet trainer)", first_path)
+    predictor = Predictor.from_model_folder(
+        model.path, folds, checkpoint_name, device, trainer_cls=trainer_cls, step_size=args.step_size,
+        use_mirroring=not args.disable_tta, tile_batch_size=getattr(args, "tile_batch_size", None),
+        accumulate_dtype=torch.float16 if getattr(args, "accumulation", "fp16") == "fp16" else torch.float32,
+        verbose=bool(getattr(args, "verbose", False)), keep_sums_on_host=bool(getattr(args, "not_on_device", False)))
+    return predictor, dict(init_args.get("options") or {})
 
 
 # ---------------------------------------------------------------------------- one visit
@@ -135,8 +110,8 @@ def prior_on_current_grid(prior: np.ndarray, prior_props: dict, prior_seg: np.nd
                           ) -> tuple[np.ndarray, np.ndarray | None]:
     """The prior image (C×Z×Y×X) and label map on the current visit's raw grid: registered (`mode` rigid /
     affine / deformable, channel 0 drives it) or, for 'none', resampled in physical space."""
-    from longnet.dataset.io import geometry_mismatch
-    from longnet.preprocessing.alignment import align_visit
+    from longnet.api import geometry_mismatch
+    from longnet.api import align_visit
 
     if mode == "none" and geometry_mismatch(current.shape[1:], current_props["sitk_stuff"], prior.shape[1:],
                                             prior_props["sitk_stuff"]) is None:
@@ -157,8 +132,8 @@ def preprocess_pair(current: np.ndarray, current_props: dict, prior: np.ndarray,
                     plans: Plans, configuration: str, dataset_json: dict):
     """Both visits (already on the current visit's grid) cropped with one box and preprocessed like training
     data → (current C×…, prior C×…, prior label map 1×… or None, the current visit's properties)."""
-    from longnet.preprocessing.cropping import union_bbox
-    from longnet.preprocessing.preprocessor import preprocess_case
+    from longnet.api import union_bbox
+    from longnet.api import preprocess_case
 
     box = union_bbox([current, prior])
     box = [box[i] for i in plans.transpose_forward]
@@ -170,18 +145,18 @@ def preprocess_pair(current: np.ndarray, current_props: dict, prior: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- entry point
-def run_prediction(trainer_cls: type, model_folder: Path, folds: list[str] | None, input_folder: Path,
+def run_prediction(trainer_cls: type, model: ModelFolder, folds: Sequence[str] | None, input_folder: Path,
                    output_folder: Path, args: argparse.Namespace, device: torch.device) -> None:
     """The prediction contract of the module docstring; writes `{case}{ending}`, `predictions.json`,
     dataset.json and plans.json into `output_folder`."""
-    from longnet.dataset.reader_choice import reader_writer_for_plans
-    from longnet.inference.export import export_prediction
-    from longnet.inference.predictor import list_input_cases
-    from longnet.preprocessing.alignment import alignment_mode
+    from longnet.api import reader_writer_for_plans
+    from longnet.api import export_prediction
+    from longnet.api import list_input_cases
+    from longnet.api import alignment_mode
 
-    model_folder, input_folder, output_folder = Path(model_folder), Path(input_folder), Path(output_folder)
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
     checkpoint = getattr(args, "checkpoint", None) or "checkpoint_final.pth"
-    predictor, options = load_predictor(trainer_cls, model_folder, folds, checkpoint, torch.device(device), args)
+    predictor, options = load_predictor(trainer_cls, model, folds, checkpoint, torch.device(device), args)
     plans, dj, lm = predictor.plans, predictor.dataset_json, predictor.label_manager
     ending = dj.get("file_ending", ".nii.gz")
     n_channels = len(dj.get("channel_names") or dj.get("modality") or {})

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from longnet.errors import LongnetError
+from longnet.api import LongnetError
 
 PRIOR_MODES = ("immediate", "random")
 PRIOR_SEG_MODES = ("none", "gt")
@@ -84,7 +84,7 @@ def network_input_array(current: np.ndarray, prior: np.ndarray, prior_seg: np.nd
                         labels: Sequence[int]) -> np.ndarray:
     """The input layout of both trainers: current visit's C channels, the prior's C channels, then (with
     `labels`) one one-hot channel per label of the prior's segmentation (zeros when `prior_seg` is None)."""
-    from longnet.data.cascade import one_hot
+    from longnet.api import one_hot
 
     current = np.asarray(current, dtype=np.float32)
     prior = np.asarray(prior, dtype=np.float32)

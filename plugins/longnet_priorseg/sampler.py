@@ -12,9 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from longnet.data.cases import bbox_for_patch, crop_and_pad
-from longnet.data.segmentation import SegmentationPatchSampler
-from longnet.errors import LongnetError
+from longnet.api import LongnetError, SegmentationPatchSampler, bbox_for_patch, crop_and_pad
 from longnet_priorseg.priors import PriorTable
 
 ALIGN_HINT = "preprocess with intra-subject alignment (longnet_plan_and_preprocess --align rigid)"

@@ -22,17 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.data.cases import CaseReader
-from longnet.data.longitudinal import LongitudinalIndex
-from longnet.data.segmentation import foreground_flags
-from longnet.errors import LongnetError
-from longnet.planning.network import architecture_with_overrides, build_network_from_architecture
-from longnet.planning.plans import Plans
-from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
-from longnet.training.distributed import split_batch
-from longnet.training.options import POSITIVE_FLOAT, option_value
-from longnet.training.requirements import Requirements
-from longnet.training.segmentation import nnUNetTrainer
+from longnet.api import (CaseReader, LongitudinalIndex, LongnetError, POSITIVE_FLOAT, Requirements,
+    architecture_with_overrides, build_network_from_architecture, foreground_flags, load_checkpoint, nnUNetTrainer,
+    option_value, split_batch, strip_prefixes, unwrap)
 from longnet_priorseg.network import PRIOR_INIT_MODES, DiffWeightingUNet, adapt_input_convs
 from longnet_priorseg.priors import PRIOR_MODES, PRIOR_SEG_MODES, PriorTable, network_input_array
 from longnet_priorseg.sampler import ALIGN_HINT, PriorPatchSampler
@@ -130,19 +122,6 @@ class PriorConcatTrainer(nnUNetTrainer):
         return build_prior_network(self.network_kind, arch, self.num_image_channels, len(self.prior_seg_labels),
                                    self.label_manager.num_segmentation_heads, self.enable_deep_supervision)
 
-    @classmethod
-    def inference_network(cls, plans: Plans, configuration: str, dataset_json: dict, options: dict,
-                          arch_overrides: dict | None) -> nn.Module:
-        """The network a checkpoint of this trainer holds (deep supervision off), rebuilt from the plans."""
-        from longnet.dataset.labels import LabelManager
-
-        lm = LabelManager.from_dataset_json(dataset_json)
-        conf = plans.configuration(configuration)
-        channels = len(dataset_json.get("channel_names") or dataset_json.get("modality") or {"0": ""})
-        n_labels = len(lm.foreground_labels) if (options.get("prior_seg") or "none") == "gt" else 0
-        return build_prior_network(cls.network_kind, architecture_with_overrides(conf.architecture, arch_overrides),
-                                   channels, n_labels, lm.num_segmentation_heads, deep_supervision=False)
-
     def build_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer_name == "adam":
             return torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
@@ -233,8 +212,8 @@ class PriorConcatTrainer(nnUNetTrainer):
     def _predicted_seg(self, case: str) -> np.ndarray:
         """The model's label map of a validation visit on its preprocessed grid (memoised per run)."""
         if case not in self._val_predictions:
-            from longnet.inference.export import logits_to_segmentation
-            from longnet.inference.predictor import Predictor
+            from longnet.api import logits_to_segmentation
+            from longnet.api import Predictor
 
             if self._val_predictor is None:
                 self._val_predictor = Predictor.from_trainer(
@@ -256,8 +235,8 @@ class PriorConcatTrainer(nnUNetTrainer):
         add_prediction_arguments(parser)
 
     @classmethod
-    def run_prediction(cls, model_folder: Path, folds: list[str] | None, input_folder: Path, output_folder: Path,
-                       args: argparse.Namespace, device: torch.device) -> None:
+    def run_prediction(cls, model, folds, input_folder: Path, output_folder: Path, args: argparse.Namespace,
+                       device: torch.device) -> None:
         from longnet_priorseg.predict import run_prediction
 
-        run_prediction(cls, model_folder, folds, input_folder, output_folder, args, device)
+        run_prediction(cls, model, folds, input_folder, output_folder, args, device)

@@ -28,8 +28,7 @@ from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResol
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
-from longnet.data.augmentation import (SpatialAugConfig, replay, training_transforms,
-                                       validation_transforms)
+from longnet.api import SpatialAugConfig, replay, training_transforms, validation_transforms
 
 INTENSITY_MODES = ("same", "independent")
 _INTENSITY_TYPES = (GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-from longnet.data.longitudinal import LongitudinalIndex
+from longnet.api import LongitudinalIndex
 from longnet_stamp.data import cache_budget, pair_dt_range
 
 
@@ -19,7 +19,7 @@ def split_index(trainer, cases: list[str], cache_size: int = 0) -> LongitudinalI
 
 def cache_bytes() -> int:
     """Per-loader-process image cache: 4 GiB shared by all loader processes."""
-    from longnet.data.loader import default_num_workers
+    from longnet.api import default_num_workers
 
     return cache_budget(default_num_workers())
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence
 
-from longnet.errors import LongnetError
+from longnet.api import LongnetError
 
 #: methods.md §3: "base" is the paper's ViT-B, "tiny" the spec's test configuration, "small" a CPU demo size.
 PRESETS: dict[str, dict] = {

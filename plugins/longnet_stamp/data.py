@@ -10,9 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from longnet.data.cases import bbox_for_patch, crop_and_pad
-from longnet.data.longitudinal import LongitudinalIndex, PairDraw, random_crop_aligned
-from longnet.errors import LongnetError
+from longnet.api import LongitudinalIndex, LongnetError, PairDraw, bbox_for_patch, crop_and_pad, random_crop_aligned
 
 
 class ImageCache:

@@ -8,8 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from longnet.demo.recipes import CONFIG, DemoContext, RecipeResult, call_command
-from longnet.demo.synthetic import CONVERTER_HORIZON_DAYS
+from longnet.api import CONFIG, CONVERTER_HORIZON_DAYS, DemoContext, RecipeResult, call_command
 
 TARGET = "converter"
 SIZE = ["--preset", "tiny"]

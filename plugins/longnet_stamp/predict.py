@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from longnet.errors import LongnetError
-from longnet.planning.plans import Plans
-from longnet.training.checkpoint import load_checkpoint, strip_prefixes
-from longnet.training.representation import fold_checkpoints
-from longnet.utils.files import atomic_path, load_json
+from longnet.api import LongnetError, ModelFolder, Plans, atomic_path, load_checkpoint, strip_prefixes
 from longnet_stamp.config import STAMPConfig
 from longnet_stamp.data import center_crop
 from longnet_stamp.model import STAMPNet
@@ -61,25 +57,22 @@ def _load(net: torch.nn.Module, ckpt: dict, path: Path, device: torch.device) ->
 class _Inputs:
     """Raw case files → preprocessed, centre-cropped network inputs (the training preprocessing)."""
 
-    def __init__(self, model_folder: Path, ckpt: dict, size: Sequence[int]):
-        ia = ckpt.get("init_args") or {}
-        plans_file = model_folder / "plans.json"
-        self.plans = Plans.load(plans_file) if plans_file.is_file() else Plans(ia["plans"])
-        dj_file = model_folder / "dataset.json"
-        self.dataset_json = load_json(dj_file) if dj_file.is_file() else ia["dataset_json"]
-        self.configuration = ia.get("configuration") or model_folder.name.split("__")[-1]
+    def __init__(self, model: ModelFolder, ckpt: dict, size: Sequence[int]):
+        self.plans = Plans(model.plans)
+        self.dataset_json = model.dataset_json
+        self.configuration = model.configuration(ckpt)
         self.size = list(size)
 
     def cases(self, input_folder: Path) -> list[tuple[str, list[Path]]]:
-        from longnet.inference.predictor import list_input_cases
+        from longnet.api import list_input_cases
 
         dj = self.dataset_json
         n = len(dj.get("channel_names") or dj.get("modality") or {"0": ""})
         return list_input_cases(input_folder, dj.get("file_ending", ".nii.gz"), n)
 
     def __call__(self, files: Sequence[Path]) -> np.ndarray:
-        from longnet.dataset.io import read_image_files
-        from longnet.preprocessing.preprocessor import preprocess_case
+        from longnet.api import read_image_files
+        from longnet.api import preprocess_case
 
         data, props = read_image_files(files)
         data, _, _ = preprocess_case(data, None, props, self.plans, self.configuration, self.dataset_json)
@@ -87,7 +80,7 @@ class _Inputs:
 
 
 def _subjects(ids: list[str], args: argparse.Namespace) -> dict[str, list[str]]:
-    from longnet.training.representation import read_visits_csv, subjects_for_cases
+    from longnet.api import read_visits_csv, subjects_for_cases
 
     return subjects_for_cases(ids, getattr(args, "patients", None), read_visits_csv(getattr(args, "visits", None)))
 
@@ -98,15 +91,15 @@ def _check_output(input_folder: Path, output_folder: Path) -> None:
     Path(output_folder).mkdir(parents=True, exist_ok=True)
 
 
-def predict_probe(model_folder: Path, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
+def predict_probe(model: ModelFolder, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
                   args: argparse.Namespace, device: torch.device) -> Path:
     """Write output_folder/predictions.csv for every raw case of input_folder; returns its path."""
-    model_folder, output_folder, device = Path(model_folder), Path(output_folder), torch.device(device)
+    output_folder, device = Path(output_folder), torch.device(device)
     if getattr(args, "prior_samples", None) is not None and args.prior_samples < 1:  # before the output folder
         raise LongnetError(f"--prior-samples must be an integer >= 1, got {args.prior_samples}")
     _check_output(input_folder, output_folder)
     models, thresholds, extras, ckpts = [], [], [], []
-    for path in fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None)):
+    for path in model.checkpoint_paths(folds, getattr(args, "checkpoint", None)):
         ckpt = load_checkpoint(path, map_location="cpu")
         ckpts.append(ckpt)
         extra = ckpt.get("extra") or {}
@@ -121,7 +114,7 @@ def predict_probe(model_folder: Path, folds: Sequence[str] | None, input_folder:
     samples = getattr(args, "prior_samples", None)
     samples = int(extras[0].get("prior_samples") or 1) if samples is None else samples
     threshold = float(np.mean(thresholds))
-    inputs = _Inputs(model_folder, ckpts[0], models[0].stamp.cfg.img_size)
+    inputs = _Inputs(model, ckpts[0], models[0].stamp.cfg.img_size)
     cases = inputs.cases(Path(input_folder))
     ids = [c for c, _ in cases]
     subject_of = {c: s for s, cs in _subjects(ids, args).items() for c in cs}
@@ -148,17 +141,17 @@ def predict_probe(model_folder: Path, folds: Sequence[str] | None, input_folder:
 
 
 @torch.no_grad()
-def predict_embeddings(model_folder: Path, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
+def predict_embeddings(model: ModelFolder, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
                        args: argparse.Namespace, device: torch.device) -> Path:
     """CLS embeddings of the first fold's encoder → embeddings.npz/.csv + trajectories.png; returns the npz."""
-    from longnet.inference.embeddings import plot_trajectories, save_embeddings
+    from longnet.api import plot_trajectories, save_embeddings
 
-    model_folder, output_folder, device = Path(model_folder), Path(output_folder), torch.device(device)
+    model_folder, output_folder, device = model.path, Path(output_folder), torch.device(device)
     _check_output(input_folder, output_folder)
-    path = fold_checkpoints(model_folder, folds, getattr(args, "checkpoint", None))[0]
+    path = model.checkpoint_paths(folds, getattr(args, "checkpoint", None))[0]
     ckpt = load_checkpoint(path, map_location="cpu")
     net = _load(STAMPNet(_config(ckpt, path)), ckpt, path, device)
-    inputs = _Inputs(model_folder, ckpt, net.cfg.img_size)
+    inputs = _Inputs(model, ckpt, net.cfg.img_size)
     cases = inputs.cases(Path(input_folder))
     ids = [c for c, _ in cases]
     emb = []
@@ -174,17 +167,3 @@ def predict_embeddings(model_folder: Path, folds: Sequence[str] | None, input_fo
                             f"model {where}/{model_folder.name} ({path.parent.name})")
     print(f"STAMPTrainer: embedded {len(ids)} case(s) into {output_folder}")
     return npz
-
-
-def predict_from_model_folder_adapter(cls, model_folder: Path, input_folder: Path, output_folder: Path,
-                                      folds: list[str] | None = None, device: str = "cpu",
-                                      patients: str | None = None, checkpoint_name: str = "checkpoint_final.pth",
-                                      visits: str | None = None, **_: Any) -> int:
-    """For `longnet_predict` versions that call `predict_from_model_folder` instead of `run_prediction`."""
-    parser = argparse.ArgumentParser(allow_abbrev=False)
-    cls.add_prediction_arguments(parser)
-    args = parser.parse_args([])
-    args.patients, args.visits, args.checkpoint = patients, visits, checkpoint_name
-    cls.run_prediction(Path(model_folder), folds, Path(input_folder), Path(output_folder), args,
-                       torch.device(device))
-    return 0

@@ -15,13 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longnet.errors import LongnetError
-from longnet.evaluation.classification import classification_metrics
-from longnet.training.checkpoint import load_checkpoint, strip_prefixes, unwrap
-from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, option_value
-from longnet.training.schedulers import WarmupCosineScheduler
-from longnet.training.trainer import Trainer
-from longnet.utils.files import save_json
+from longnet.api import (LongnetError, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Trainer, WarmupCosineScheduler,
+    classification_metrics, load_checkpoint, option_value, save_json, strip_prefixes, unwrap)
 from longnet_stamp.common import cache_bytes, param_groups, resolve_window, split_index
 from longnet_stamp.config import STAMPConfig, add_architecture_arguments, config_from_options
 from longnet_stamp.data import ScanBatcher, labelled_cases
@@ -189,7 +184,7 @@ class STAMPProbeTrainer(Trainer):
         return not self.options.get("augment")
 
     def train_loader(self):
-        from longnet.training.distributed import split_batch
+        from longnet.api import split_batch
 
         total = int(option_value(self.options, "batch_size", 32))
         local = split_batch(total, self.dist.world_size, self.dist.rank)[0]
@@ -302,10 +297,3 @@ class STAMPProbeTrainer(Trainer):
         from longnet_stamp.predict import predict_probe
 
         predict_probe(model_folder, folds, input_folder, output_folder, args, device)
-
-    @classmethod
-    def predict_from_model_folder(cls, **kwargs) -> int:
-        """Adapter for `longnet_predict` versions that call this hook instead of `run_prediction`."""
-        from longnet_stamp.predict import predict_from_model_folder_adapter
-
-        return predict_from_model_folder_adapter(cls, **kwargs)

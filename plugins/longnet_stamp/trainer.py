@@ -12,12 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.data.longitudinal import IntraSubjectPairSampler, frozen_draws, frozen_draws_path
-from longnet.errors import LongnetError
-from longnet.training.requirements import Requirements
-from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, option_value
-from longnet.training.trainer import Trainer
-from longnet.utils.files import save_json
+from longnet.api import (IntraSubjectPairSampler, LongnetError, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
+    Requirements, Trainer, frozen_draws, frozen_draws_path, option_value, save_json)
 from longnet_stamp.common import cache_bytes, param_groups, resolve_window, set_lr, split_index, warmup_cosine_lr
 from longnet_stamp.config import STAMPConfig, add_architecture_arguments, config_from_options
 from longnet_stamp.data import PairBatcher
@@ -78,7 +74,7 @@ class STAMPTrainer(Trainer):
     @property
     def batch_size(self) -> int:
         """Pairs per step on this process: the global batch split over DDP ranks, as the core does."""
-        from longnet.training.distributed import split_batch
+        from longnet.api import split_batch
 
         total = int(option_value(self.options, "batch_size", self.configuration_manager.batch_size))
         return split_batch(total, self.dist.world_size, self.dist.rank)[0]
@@ -204,10 +200,3 @@ class STAMPTrainer(Trainer):
         from longnet_stamp.predict import predict_embeddings
 
         predict_embeddings(model_folder, folds, input_folder, output_folder, args, device)
-
-    @classmethod
-    def predict_from_model_folder(cls, **kwargs) -> int:
-        """Adapter for `longnet_predict` versions that call this hook instead of `run_prediction`."""
-        from longnet_stamp.predict import predict_from_model_folder_adapter
-
-        return predict_from_model_folder_adapter(cls, **kwargs)

@@ -12,8 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from longnet.data.longitudinal import LongitudinalIndex, SequenceDraw, fill_sparse, random_crop_aligned
-from longnet.errors import LongnetError
+from longnet.api import LongitudinalIndex, LongnetError, SequenceDraw, fill_sparse, random_crop_aligned
 
 
 def minmax_per_channel(data: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ def run_demo(ctx):
     """Recipe row: test NRMSE of TFM vs LCI (side-by-side table with PSNR/SSIM in the evaluate output)."""
     import torch
 
-    from longnet.demo.recipes import RecipeResult, aligned_plans, call_command
+    from longnet.api import RecipeResult, aligned_plans, call_command
 
     s = ctx.settings
     quick = s.epochs * s.iters_per_epoch < 30

@@ -41,7 +41,7 @@ def forecast(network: nn.Module | Sequence[nn.Module], context: torch.Tensor, ga
 
 def sliding_network(network: nn.Module, patch_size: Sequence[int], step_size: float = 0.5) -> nn.Module:
     """Wrap a velocity network so each call tiles the (single-sample) input with Gaussian-weighted windows."""
-    from longnet.inference.sliding_window import predict_sliding_window
+    from longnet.api import predict_sliding_window
 
     class _Tiled(nn.Module):
         def __init__(self):

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from longnet.dataset.io import read_image_files, write_image
-from longnet.errors import LongnetError
-from longnet.planning.plans import Plans
-from longnet.preprocessing.alignment import alignment_mode
-from longnet.preprocessing.preprocessor import preprocess_case
-from longnet.training.checkpoint import load_checkpoint
-from longnet.utils.files import load_json, save_json
+from longnet.api import (LongnetError, ModelFolder, Plans, alignment_mode, preprocess_case, read_image_files,
+    save_json, write_image)
 from longnet_tfm.data import minmax_per_channel, time_gaps
 from longnet_tfm.flow import reduce_slots
 from longnet_tfm.inference import integrate_slots, sliding_network
@@ -52,29 +48,20 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------- models
-def load_models(model_folder: Path, folds: list[str] | None, checkpoint_name: str,
+def load_models(model: ModelFolder, folds: Sequence[str] | None, checkpoint_name: str,
                 device: torch.device) -> tuple[list[torch.nn.Module], dict, Plans, dict]:
     """Networks of the requested folds (default: every fold_* with the checkpoint), the first checkpoint's
     settings, the plans and dataset.json."""
     from longnet_tfm.trainer import network_from_checkpoint
 
-    plans = Plans.load(model_folder / "plans.json")
-    dataset_json = load_json(model_folder / "dataset.json")
-    if folds:
-        fold_dirs = [model_folder / f"fold_{f}" for f in folds]
-    else:
-        fold_dirs = sorted(p for p in model_folder.glob("fold_*") if (p / checkpoint_name).is_file())
-        if not fold_dirs:
-            raise LongnetError(f"no fold_*/{checkpoint_name} in the model folder", model_folder)
     nets, first = [], None
-    for d in fold_dirs:
-        ckpt = load_checkpoint(d / checkpoint_name, map_location="cpu", required=("network_weights",))
+    for path in model.checkpoint_paths(folds, checkpoint_name):
+        ckpt = model.load_checkpoint(path)
         if ckpt.get("trainer_name") not in (None, "TFMTrainer") and not (ckpt.get("extra") or {}).get("net_config"):
-            raise LongnetError(f"checkpoint was written by {ckpt.get('trainer_name')}, not TFMTrainer", d)
-        net = network_from_checkpoint(ckpt, dataset_json).to(device).eval()
-        nets.append(net)
+            raise LongnetError(f"checkpoint was written by {ckpt.get('trainer_name')}, not TFMTrainer", path)
+        nets.append(network_from_checkpoint(ckpt, model.dataset_json).to(device).eval())
         first = first or ckpt
-    return nets, first, plans, dataset_json
+    return nets, first, Plans(model.plans), model.dataset_json
 
 
 def _settings(ckpt: dict, args: argparse.Namespace) -> dict:
@@ -104,10 +91,10 @@ def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_pro
     """`data` (C×Z×Y×X with its own geometry) on the reference visit's grid: registered with longnet's
     intra-subject alignment (`longnet.preprocessing.alignment`, the mode the training data was preprocessed
     with), or, without alignment, resampled in physical space (identity) when the grids differ."""
-    from longnet.dataset.io import geometry_mismatch
+    from longnet.api import geometry_mismatch
 
     if alignment != "none":
-        from longnet.preprocessing.alignment import align_visit
+        from longnet.api import align_visit
 
         geometry = {**props["sitk_stuff"], "size": list(data.shape[1:][::-1])}
         ref_geometry = {**ref_props["sitk_stuff"], "size": list(ref_data.shape[1:][::-1])}
@@ -131,8 +118,8 @@ def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_pro
 def export_volume(vol: np.ndarray, props: dict, plans: Plans, configuration: str, out_dir: Path, case: str,
                   ending: str) -> list[Path]:
     """C×(preprocessed grid) → the reference visit's original geometry, one file per channel."""
-    from longnet.inference.export import revert_cropping_and_transpose
-    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+    from longnet.api import revert_cropping_and_transpose
+    from longnet.api import resample_data_or_seg_to_shape
 
     conf = plans.configuration(configuration)
     target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
@@ -168,8 +155,8 @@ def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configur
                     alignment: str) -> dict:
     """Context slots (filled), LCI and reference, preprocessed on ONE grid (the last context visit's, cropped
     with the union box of all visits as preprocessing does for aligned subjects), each min–max normalised."""
-    from longnet.data.longitudinal import fill_sparse
-    from longnet.preprocessing.cropping import union_bbox
+    from longnet.api import fill_sparse
+    from longnet.api import union_bbox
 
     n_ch = len(dataset_json.get("channel_names") or {"0": ""})
     ending = dataset_json.get("file_ending", ".nii.gz")
@@ -197,19 +184,19 @@ def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configur
 
 
 # ---------------------------------------------------------------------------- entry point
-def run_prediction(model_folder: Path, folds: list[str] | None, input_folder: Path, output_folder: Path,
+def run_prediction(model: ModelFolder, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
                    args: argparse.Namespace, device: torch.device) -> None:
     """The prediction contract (see the module docstring)."""
-    model_folder, input_folder, output_folder = Path(model_folder), Path(input_folder), Path(output_folder)
+    input_folder, output_folder = Path(input_folder), Path(output_folder)
     if not input_folder.is_dir():
         raise LongnetError("input folder not found", input_folder)
     if output_folder.resolve() == input_folder.resolve():
         raise LongnetError("output folder must differ from the input folder", output_folder)
     device = torch.device(device)
     checkpoint_name = getattr(args, "checkpoint", None) or "checkpoint_final.pth"
-    nets, ckpt, plans, dataset_json = load_models(model_folder, folds, checkpoint_name, device)
+    nets, ckpt, plans, dataset_json = load_models(model, folds, checkpoint_name, device)
     settings = _settings(ckpt, args)
-    configuration = (ckpt.get("init_args") or {}).get("configuration") or model_folder.name.split("__")[-1]
+    configuration = model.configuration(ckpt)
     conf = plans.configuration(configuration)
     options = (ckpt.get("init_args") or {}).get("options") or {}
     patch = options.get("patch_size")

@@ -6,9 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from longnet.dataset.raw import validate_case_id
-from longnet.errors import LongnetError
-from longnet.utils.files import load_json
+from longnet.api import LongnetError, load_json, validate_case_id
 
 
 @dataclass

@@ -19,12 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longnet.data.longitudinal import LongitudinalIndex, SequenceSampler, frozen_draws, frozen_draws_path
-from longnet.errors import LongnetError
-from longnet.training.distributed import split_batch
-from longnet.training.requirements import Requirements
-from longnet.training.schedulers import WarmupCosineScheduler
-from longnet.training.trainer import Trainer
+from longnet.api import (LongitudinalIndex, LongnetError, Requirements, SequenceSampler, Trainer,
+    WarmupCosineScheduler, frozen_draws, frozen_draws_path, split_batch)
 from longnet_tfm.data import SequenceBatchBuilder
 from longnet_tfm.flow import broadcast_target, exact_ot_permutation, fold_slots, interpolate
 from longnet_tfm.inference import forecast
@@ -155,12 +151,12 @@ class TFMTrainer(Trainer):
         add_prediction_arguments(parser)
 
     @classmethod
-    def run_prediction(cls, model_folder: Path, folds: list[str] | None, input_folder: Path, output_folder: Path,
-                       args: argparse.Namespace, device: torch.device) -> None:
+    def run_prediction(cls, model, folds, input_folder: Path, output_folder: Path, args: argparse.Namespace,
+                       device: torch.device) -> None:
         """Forecast every subject of `args.patients` (see longnet_tfm.predict)."""
         from longnet_tfm.predict import run_prediction
 
-        run_prediction(model_folder, folds, input_folder, output_folder, args, device)
+        run_prediction(model, folds, input_folder, output_folder, args, device)
 
     # ------------------------------------------------------------------ network and optimiser
     def build_network(self) -> nn.Module:
@@ -290,7 +286,7 @@ def network_from_checkpoint(ckpt: dict, dataset_json: dict) -> TFMUNet:
         options = (ckpt.get("init_args") or {}).get("options") or {}
         cfg = TFMTrainer.make_net_config(options, len(dataset_json.get("channel_names") or {"0": ""}))
     net = TFMUNet(cfg)
-    from longnet.training.checkpoint import strip_prefixes
+    from longnet.api import strip_prefixes
 
     net.load_state_dict(strip_prefixes(ckpt["network_weights"]))
     return net

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longnet.evaluation.image import forecast_comparison
-from longnet.utils.files import save_json
+from longnet.api import forecast_comparison, save_json
 
 
 @torch.no_grad()

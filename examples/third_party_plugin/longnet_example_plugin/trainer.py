@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from longnet.training.segmentation import nnUNetTrainer
+from longnet.api import nnUNetTrainer
 
 
 class ExampleTinyTrainer(nnUNetTrainer):
