@@ -299,7 +299,7 @@ def plain_model_copy(src: Path, dst: Path) -> None:
 
     import torch
 
-    from longnet.training.checkpoint import to_plain
+    from longnet.io.checkpoints import to_plain
 
     dst.mkdir(parents=True, exist_ok=True)
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):

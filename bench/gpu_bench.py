@@ -328,7 +328,7 @@ class Bench:
         n, ln_model, note = len(images), model, ""
         if use_nn:  # does longnet take nnU-Net's checkpoint as it is? (else: a numpy-free copy, same weights)
             from longnet.errors import LongnetError
-            from longnet.training.checkpoint import load_checkpoint
+            from longnet.io.checkpoints import load_checkpoint
 
             try:
                 load_checkpoint(model / "fold_0" / "checkpoint_final.pth")

@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from longnet.planning.network import build_network_from_architecture
-    from longnet.preprocessing.storage import load_case
-    from longnet.training.checkpoint import load_pretrained_weights
+    from longnet.io.storage import load_case
+    from longnet.io.checkpoints import load_pretrained_weights
     from longnet_longrep.diagnostics import stage_output_ranks
 
     torch.set_num_threads(1)

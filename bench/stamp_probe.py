@@ -90,7 +90,7 @@ def probe_once(out: Path, raw: Path, source: list[str], seed: int, args, target:
 
     from longnet.demo.recipes import call_command
     from longnet.evaluation.classification import classification_metrics
-    from longnet.model_folder import ModelFolder
+    from longnet.io.model_folder import ModelFolder
     from longnet_stamp.predict import add_probe_arguments, predict_probe
 
     folder = _model_folder("STAMPProbeTrainer")

@@ -16,8 +16,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # trainer contract (docs/plugin_api.md lists the hooks in call order)
     "longnet.training.trainer": ("Trainer", "TrainingInterrupted"),
     "longnet.training.segmentation": ("nnUNetTrainer",),
-    "longnet.training.representation": ("RepresentationTrainer", "CaseInputs", "VolumeInput", "read_visits_csv",
-                                        "resize_volume", "subjects_for_cases"),
+    "longnet.training.representation": ("RepresentationTrainer", "CaseInputs", "VolumeInput", "resize_volume",
+                                        "subjects_for_cases"),
+    "longnet.io.visits": ("read_visits_csv", "visit_days"),
     "longnet.training.requirements": ("Requirements",),
     "longnet.training.distributed": ("split_batch",),
     "longnet.training.schedulers": ("WarmupCosineScheduler",),
@@ -25,11 +26,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "longnet.training.options": ("OptionRange", "option_value", "POSITIVE_INT", "POSITIVE_FLOAT", "NON_NEGATIVE_INT",
                                  "NON_NEGATIVE_FLOAT"),
     # model folders, output tasks, errors
-    "longnet.model_folder": ("ModelFolder", "ModelName"),
+    "longnet.io.model_folder": ("ModelFolder", "ModelName"),
     "longnet.tasks": ("OutputTask", "get_task"),
     "longnet.errors": ("LongnetError",),
     # checkpoints
-    "longnet.training.checkpoint": ("load_checkpoint", "strip_prefixes", "unwrap"),
+    "longnet.io.checkpoints": ("load_checkpoint", "strip_prefixes", "unwrap"),
     # plans, labels, networks
     "longnet.planning.plans": ("Plans",),
     "longnet.dataset.labels": ("LabelManager",),

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from longnet.planning.network import build_network_from_architecture
-from longnet.training.checkpoint import save_checkpoint
+from longnet.io.checkpoints import save_checkpoint
 from test_predict_export import tiny_plans
 
 DATASET = "Dataset999_Test"  # make_raw_dataset's default name

@@ -16,7 +16,7 @@ from longnet.cli.plan_and_preprocess import main_plan_and_preprocess, main_prepr
 from longnet.preprocessing.alignment import (RegistrationSettings, align_visit, apply_alignment_to_plans,
                                              geometry_of, load_transform, map_back_to_visit, register,
                                              save_transform)
-from longnet.preprocessing.storage import load_case
+from longnet.io.storage import load_case
 
 LJUBLJANA = SHARED_DATA / "ljubljana_ms_longitudinal"
 TCIA = SHARED_DATA / "tcia_brain_tumor_progression"

@@ -85,7 +85,7 @@ def test_plot_overlay_pngs_from_raw_picks_the_slice(tmp_path, monkeypatch, capsy
 
 
 def test_plot_overlay_pngs_from_preprocessed(tmp_path, monkeypatch):
-    from longnet.preprocessing.storage import save_array
+    from longnet.io.storage import save_array
 
     pre = tmp_path / "pre" / "Dataset008_Pp"
     plans = {"dataset_name": "Dataset008_Pp", "plans_name": "nnUNetPlans",

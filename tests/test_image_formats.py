@@ -19,7 +19,7 @@ from longnet.dataset.reader_choice import (reader_writer_by_name, reader_writer_
                                            reader_writer_for_file, reader_writer_for_plans)
 from longnet.dataset.readers import NaturalImage2DIO, SimpleITKIO, Tiff3DIO
 from longnet.errors import DatasetError, LongnetError
-from longnet.preprocessing.storage import load_case
+from longnet.io.storage import load_case
 
 H, W, N_CASES = 32, 40, 6
 NAME = "Dataset321_Formats"

@@ -17,7 +17,7 @@ from longnet.data.longitudinal import (InterSubjectPairSampler, IntraSubjectPair
                                        SequenceSampler, SubjectBatchSampler, fill_sparse, frozen_draws,
                                        frozen_draws_path, paired_spatial_augment, random_crop_aligned)
 from longnet.errors import DatasetError, LongnetError
-from longnet.preprocessing.storage import save_case
+from longnet.io.storage import save_case
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import torch
 
 from longnet.cli.train import main as train_main
 from longnet.data.dataset_index import DatasetIndex, select_labelled_subjects
-from longnet.preprocessing.storage import save_case
+from longnet.io.storage import save_case
 from tiny_seg_dataset import fold_dir, set_env, tiny_plans
 
 DATASET = "Dataset991_TinyLong"

@@ -14,7 +14,7 @@ import pytest
 from conftest import SHARED_DATA, make_raw_dataset
 from longnet.cli.convert import main as convert_main
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
-from longnet.preprocessing.storage import load_case
+from longnet.io.storage import load_case
 
 REFERENCE = SHARED_DATA.parent / "reference" / "nnunetv2-2.8.1"
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference not available")
@@ -137,7 +137,7 @@ def test_interrupted_preprocessing_resumes_identically(roots, tmp_path):
 
 def test_kill_during_preprocessing_then_rerun(roots):
     make_raw_dataset(roots["raw"], n_cases=10, name="Dataset202_Kill", shape=(24, 24, 20))
-    code = ("import sys,os,signal\nfrom longnet.preprocessing import storage\norig=storage.save_case\nn=[0]\n"
+    code = ("import sys,os,signal\nfrom longnet.io import storage\norig=storage.save_case\nn=[0]\n"
             "def k(*a,**kw):\n    n[0]+=1\n    orig(*a,**kw)\n    if n[0]==4: os.kill(os.getpid(), signal.SIGKILL)\n"
             "storage.save_case=k\nimport longnet.preprocessing.run as r\nr.save_case=k\n"
             "from longnet.cli.plan_and_preprocess import main_plan_and_preprocess as m\n"

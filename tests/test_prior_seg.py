@@ -15,7 +15,7 @@ from longnet.data.augmentation import spatial_aug_config
 from longnet.data.longitudinal import LongitudinalIndex
 from longnet.data.segmentation import foreground_flags
 from longnet.planning.network import build_network_from_architecture
-from longnet.preprocessing.storage import save_case
+from longnet.io.storage import save_case
 from longnet_priorseg.network import DiffWeightingUNet, adapt_input_convs
 from longnet_priorseg.predict import chain_subject, subject_visits
 from longnet_priorseg.priors import PriorTable, network_input_array
@@ -222,7 +222,7 @@ def test_adapt_first_conv_from_a_single_visit_checkpoint(mode):
 # ---------------------------------------------------------------------------- end to end through the CLIs
 def _fake_longrep_checkpoint(pre: Path, dest: Path) -> Path:
     """A plain planned U-Net's weights (as LongRepPretrainer saves them: C input channels)."""
-    from longnet.training.checkpoint import save_checkpoint
+    from longnet.io.checkpoints import save_checkpoint
 
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     arch = plans["configurations"]["3d_fullres"]["architecture"]

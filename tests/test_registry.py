@@ -96,7 +96,7 @@ def test_real_entry_points_list_the_builtin_trainer(capsys):
 
 
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
-    from longnet.training.checkpoint import load_checkpoint, load_pretrained_weights, save_checkpoint
+    from longnet.io.checkpoints import load_checkpoint, load_pretrained_weights, save_checkpoint
 
     evil = tmp_path / "evil.pth"
     torch.save({"network_weights": {}, "payload": types.SimpleNamespace(run="rm -rf /")}, evil)
@@ -121,7 +121,7 @@ def test_nnunet_checkpoint_with_numpy_numbers_loads_but_object_arrays_do_not(tmp
     """nnU-Net 2.x logs numpy floats in its checkpoints; those load, numpy object arrays stay refused."""
     import numpy as np
 
-    from longnet.training.checkpoint import load_checkpoint
+    from longnet.io.checkpoints import load_checkpoint
 
     nnunet_style = tmp_path / "checkpoint_final.pth"
     torch.save({"network_weights": {"w": torch.ones(2)}, "trainer_name": "nnUNetTrainer",
@@ -136,7 +136,7 @@ def test_nnunet_checkpoint_with_numpy_numbers_loads_but_object_arrays_do_not(tmp
 
 
 def test_pretrained_weights_partial_loading(tmp_path):
-    from longnet.training.checkpoint import load_pretrained_weights, save_checkpoint
+    from longnet.io.checkpoints import load_pretrained_weights, save_checkpoint
 
     src = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     save_checkpoint({"network_weights": src.state_dict()}, tmp_path / "pre.pth")

@@ -14,7 +14,7 @@ from longnet.errors import LongnetError
 from longnet.inference.predictor import Predictor
 from longnet.registry import get_trainer
 from longnet.training import variants
-from longnet.training.checkpoint import load_checkpoint, save_checkpoint
+from longnet.io.checkpoints import load_checkpoint, save_checkpoint
 from longnet.training.launch import TrainRequest, build_trainer, load_split, _available_cases
 from longnet.training.schedulers import PolyLRScheduler, WarmupCosineScheduler
 from tiny_seg_dataset import DATASET, fold_dir, make_tiny_dataset, set_env

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longnet.preprocessing.storage import save_case
+from longnet.io.storage import save_case
 from tiny_seg_dataset import tiny_plans
 
 DATASET = "Dataset992_TinyLong"

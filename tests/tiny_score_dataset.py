@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import write_image
-from longnet.preprocessing.storage import save_case
+from longnet.io.storage import save_case
 from tiny_seg_dataset import tiny_plans
 
 DATASET = "Dataset993_TinyScore"

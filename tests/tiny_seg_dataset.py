@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longnet.preprocessing.storage import save_case
+from longnet.io.storage import save_case
 
 REFERENCE_PLANS = Path("/work/shared/reference/nnunetv2-2.8.1/Dataset004_Hippocampus/nnUNetPlans.json")
 DATASET = "Dataset990_TinySeg"

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_model_folder(args: argparse.Namespace):
     """-m as given, or $LONGNET_RESULTS/DatasetXXX_Name/TRAINER__PLANS__CONFIG from -d/-c/-tr/-p."""
-    from longnet.model_folder import ModelFolder
+    from longnet.io.model_folder import ModelFolder
 
     if args.model_folder:
         if args.dataset or args.configuration:
@@ -96,8 +96,6 @@ def _check_plans_dataset(model) -> None:
 
 def _check_subject_files(args: argparse.Namespace) -> None:
     """--patients / --visits name cases that become output file names: refuse ids that could leave -o."""
-    import csv
-
     from longnet.dataset.raw import validate_case_id
     from longnet.utils.files import load_json
 
@@ -110,12 +108,9 @@ def _check_subject_files(args: argparse.Namespace) -> None:
             for c in cases:
                 validate_case_id(c if isinstance(c, str) else repr(c), args.patients)
     if args.visits:
-        try:
-            with open(args.visits, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise LongnetError(f"cannot read visits CSV ({e})", args.visits) from None
-        for row in rows:
+        from longnet.io.visits import read_visit_rows
+
+        for _, row in read_visit_rows(args.visits):
             if row.get("case") is not None:
                 validate_case_id(row["case"].strip(), args.visits)
 
@@ -145,7 +140,7 @@ def _parse(argv) -> tuple[argparse.Namespace, type | None]:
     known, _ = first.parse_known_args(argv)
     cls = None
     if known.trainer is not None or known.model_folder is not None:
-        from longnet.model_folder import ModelName
+        from longnet.io.model_folder import ModelName
 
         named = known.trainer
         name = ModelName.parse(Path(known.model_folder).name).trainer if known.model_folder else named

@@ -21,7 +21,7 @@ def cascade_labels(configuration, label_manager) -> list[int]:
 
 def previous_stage_folder(model_folder: Path, trainer_name: str, configuration) -> Path:
     """Where the previous stage of the same trainer and plans wrote this stage's input segmentations."""
-    from longnet.model_folder import ModelName
+    from longnet.io.model_folder import ModelName
 
     plans_name = ModelName.parse(model_folder.name).plans
     return (model_folder.parent / ModelName(trainer_name, plans_name, configuration.previous_stage).folder_name()

@@ -10,7 +10,7 @@ import blosc2
 import numpy as np
 
 from longnet.errors import DatasetError
-from longnet.preprocessing.storage import case_paths
+from longnet.io.storage import case_paths
 from longnet.utils.files import load_json
 
 

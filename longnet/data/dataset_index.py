@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longnet.errors import DatasetError
-from longnet.preprocessing.storage import case_paths, list_cases
+from longnet.io.storage import case_paths, list_cases
 from longnet.utils.files import load_json
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from longnet.data.cases import CaseReader
 from longnet.data.dataset_index import DatasetIndex
 from longnet.errors import DatasetError
-from longnet.preprocessing.storage import load_case
+from longnet.io.storage import load_case
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def overlay_from_raw(image_file: Path, label_file: Path, dest: Path, intensity: 
 def overlay_from_preprocessed(folder: Path, case_id: str, dest: Path, channel: int = 0,
                               intensity: float = 0.6) -> Path:
     """PNG of one preprocessed case (negative label values, i.e. outside the crop, shown as background)."""
-    from longnet.preprocessing.storage import load_array
+    from longnet.io.storage import load_array
 
     data = load_array(folder / f"{case_id}.b2nd")
     if channel >= data.shape[0]:

@@ -1,7 +1,6 @@
 """The raw dataset: nnU-Net v2 layout plus the optional longitudinal files (patientsTr.json, visitsTr.csv)."""
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from longnet.dataset.case_names import check_case_id_collisions
 from longnet.dataset.labels import LabelManager
 from longnet.dataset.readers import NaturalImage2DIO
 from longnet.dataset.stray_files import refuse_stray_files
-from longnet.errors import DatasetError
+from longnet.errors import DatasetError, LongnetError
 from longnet.utils.files import load_json
 
 _CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -203,20 +202,16 @@ class RawDataset:
         path = self.folder / f"visits{self.side}.csv"
         if not path.is_file():
             return
+        from longnet.io.visits import cell_value, read_visit_rows
+
         try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-                header = [h.strip() for h in reader.fieldnames or []]
-        except (OSError, csv.Error, UnicodeDecodeError) as e:
-            raise DatasetError(f"cannot read CSV ({e})", path) from None
-        doubled = sorted({h for h in header if header.count(h) > 1})
-        if doubled:  # DictReader would keep only the last of the two columns
-            raise DatasetError(f"column {doubled[0]!r} appears twice in the header", path)
-        if not rows or "case" not in rows[0] or "days" not in rows[0]:
+            rows = read_visit_rows(path)
+        except LongnetError as e:
+            raise DatasetError(e.message, path) from None
+        if not rows or "days" not in rows[0][1]:
             raise DatasetError("must have a header with at least the columns 'case' and 'days'", path)
         seen = set()
-        for line, row in enumerate(rows, start=2):
+        for line, row in rows:
             cid = (row.get("case") or "").strip()
             if cid not in self.cases:
                 raise DatasetError(f"line {line}: case {cid!r} has no images in images{self.side}/", path)
@@ -231,14 +226,7 @@ class RawDataset:
                 raise DatasetError(f"line {line}: 'days' of case {cid!r} is not finite", path)
             self.cases[cid].days = days
             self.cases[cid].days_known = True
-            meta = {}
-            for k, v in row.items():
-                if k in ("case", "days") or k is None:
-                    continue
-                try:
-                    meta[k] = float(v) if v not in (None, "") else None
-                except ValueError:
-                    meta[k] = v
+            meta = {k: cell_value(v) for k, v in row.items() if k not in ("case", "days")}
             self.cases[cid].meta = meta
         missing = [c for c in self.cases if c not in seen]
         if missing:

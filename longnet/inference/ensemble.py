@@ -84,7 +84,7 @@ def ensemble_folders(input_folders: Sequence[str | Path], output_folder: str | P
 
 def model_identity(model_folder: Path) -> tuple[str, str, str, str]:
     """(dataset, trainer, plans, configuration) of `RES/<dataset>/<trainer>__<plans>__<configuration>`."""
-    from longnet.model_folder import ModelName
+    from longnet.io.model_folder import ModelName
 
     n = ModelName.parse(model_folder.name)
     if n.trainer is None:

@@ -27,24 +27,10 @@ from longnet.planning.network import (architecture_with_overrides, build_network
                                      checkpoint_arch_overrides)
 from longnet.planning.plans import Plans
 from longnet.data.cascade import append_previous_stage, cascade_labels
+from longnet.io.checkpoints import strip_prefixes
 from longnet.utils.files import remove_stale_temp_files
 
 _WEIGHT_KEYS = ("network_weights", "network_state_dict", "state_dict", "network", "model")
-_PREFIXES = ("_orig_mod.", "module.")
-
-
-def strip_prefixes(state_dict: dict) -> dict:
-    """Remove torch.compile (`_orig_mod.`) and DDP (`module.`) prefixes, however they are nested."""
-    out = {}
-    for k, v in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k.replace("._orig_mod.", ".")] = v
-    return out
 
 
 def network_weights_from_checkpoint(ckpt: Any, source: str | Path) -> dict:
@@ -151,7 +137,7 @@ class Predictor:
         With `trainer_cls` and a longnet checkpoint the network comes from the trainer class
         (`build_inference_network`), so a trainer that changes the architecture predicts with its own network;
         otherwise (nnU-Net's model folders) from the plans and the overrides recorded in the checkpoint."""
-        from longnet.model_folder import ModelFolder
+        from longnet.io.model_folder import ModelFolder
 
         model = ModelFolder(folder)
         folder = model.path
@@ -198,7 +184,7 @@ class Predictor:
         network = getattr(trainer, "network", None)
         if network is None:
             raise TypeError("trainer has no `network`")
-        from longnet.training.checkpoint import unwrap
+        from longnet.io.checkpoints import unwrap
 
         network = unwrap(network)  # DDP / torch.compile wrappers: eager avoids recompiling for new batch shapes
         plans = trainer.plans if isinstance(trainer.plans, Plans) else Plans(trainer.plans)

@@ -10,7 +10,7 @@ import torch
 from longnet.errors import LongnetError
 
 if TYPE_CHECKING:
-    from longnet.model_folder import ModelFolder
+    from longnet.io.model_folder import ModelFolder
 
 
 def predict_segmentation(model: "ModelFolder", folds: Sequence[str] | None, input_folder: Path,

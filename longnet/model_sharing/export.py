@@ -64,7 +64,7 @@ def _ensemble_members(name: str) -> list[tuple[str, ...]] | None:
     parts = name.split("___")
     if len(parts) < 3:
         return None
-    from longnet.model_folder import ModelName
+    from longnet.io.model_folder import ModelName
 
     members = [ModelName.parse(m) for m in parts[1:-1]]
     return [(m.trainer, m.plans, m.configuration) for m in members] if all(m.trainer for m in members) else None

@@ -24,7 +24,7 @@ from longnet.planning.plans import Plans
 from longnet.preprocessing.alignment import align_visit, alignment_mode, save_transform
 from longnet.preprocessing.cropping import union_bbox
 from longnet.preprocessing.preprocessor import preprocess_case
-from longnet.preprocessing.storage import case_is_complete, case_paths, list_cases, save_case
+from longnet.io.storage import case_is_complete, case_paths, list_cases, save_case
 from longnet.utils.files import load_json, remove_stale_temp_files, save_json
 
 

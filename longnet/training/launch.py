@@ -166,7 +166,7 @@ def _preflight_checkpoints(trainer, req: TrainRequest) -> None:
     created or touched, so a corrupt, foreign or pickled-object file leaves no partial output behind.
 
     The trainer opens them again later (weights_only, cheap next to a training run)."""
-    from longnet.training.checkpoint import load_checkpoint
+    from longnet.io.checkpoints import load_checkpoint
 
     pretrained = req.options.get("pretrained_weights")
     if pretrained:
@@ -208,7 +208,7 @@ def _check_same_resume_point(trainer, req: TrainRequest, dist) -> None:
 
 
 def _available_cases(pre_dir: Path, data_identifier: str) -> list[str]:
-    from longnet.preprocessing.storage import list_cases
+    from longnet.io.storage import list_cases
 
     folder = pre_dir / data_identifier
     if not folder.is_dir():

@@ -17,7 +17,7 @@ import torch.nn as nn
 from longnet.errors import LongnetError
 
 if TYPE_CHECKING:
-    from longnet.model_folder import ModelFolder
+    from longnet.io.model_folder import ModelFolder
 
 
 class PredictionContract:
@@ -41,7 +41,7 @@ class PredictionContract:
         `load_checkpoint_extra` runs before the network is built, so a network whose shape depends on saved
         state (e.g. an encoder specification) is rebuilt without the files it was first made from."""
         from longnet.inference.predictor import load_weights_into
-        from longnet.training.checkpoint import load_checkpoint, strip_prefixes
+        from longnet.io.checkpoints import load_checkpoint, strip_prefixes
 
         ckpt = load_checkpoint(path, map_location="cpu")
         ia = ckpt.get("init_args")

@@ -14,21 +14,20 @@ Plugins implement `build_network` (a module with `embed(x) -> N×D`), the loader
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from longnet.errors import LongnetError
-from longnet.training.checkpoint import unwrap
+from longnet.io.checkpoints import unwrap
 from longnet.training.trainer import Trainer
 
 if TYPE_CHECKING:
-    from longnet.model_folder import ModelFolder
+    from longnet.io.model_folder import ModelFolder
 
 
 def normalise_volume(data: np.ndarray, mode: str) -> np.ndarray:
@@ -185,6 +184,8 @@ class RepresentationTrainer(Trainer):
         lead = trainers[0]
         inputs = [lead.raw_input(files) for _, files in cases]
         ids = [c for c, _ in cases]
+        from longnet.io.visits import read_visits_csv
+
         visits = read_visits_csv(getattr(args, "visits", None))
         subjects = subjects_for_cases(ids, getattr(args, "patients", None), visits)
         emb = lead.embed_inputs(inputs)
@@ -225,31 +226,6 @@ def _preprocess_raw(files: Sequence[Path], trainer: Trainer) -> np.ndarray:
     data, props = read_image_files(files)
     data, _, _ = preprocess_case(data, None, props, trainer.plans, trainer.configuration_name, trainer.dataset_json)
     return data
-
-
-def read_visits_csv(path: str | Path | None) -> dict[str, dict]:
-    """{case: {column: float or str}} of a visits CSV (`case,days,score,...`); {} without a path."""
-    if not path:
-        return {}
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise LongnetError(f"cannot read visits CSV ({e.strerror})", path) from None
-    if not rows or "case" not in rows[0]:
-        raise LongnetError("visits CSV needs a 'case' column and at least one row", path)
-    out = {}
-    for r in rows:
-        vals: dict[str, Any] = {}
-        for k, v in r.items():
-            if k == "case" or k is None:
-                continue
-            try:
-                vals[k] = float(v) if v not in ("", None) else None
-            except ValueError:
-                vals[k] = v
-        out[r["case"]] = vals
-    return out
 
 
 def subjects_for_cases(cases: Sequence[str], patients: str | Path | dict | None,

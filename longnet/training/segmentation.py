@@ -15,7 +15,7 @@ from longnet.data.dataset_index import select_labelled_subjects
 from longnet.data.segmentation import SegmentationPatchSampler, foreground_flags
 from longnet.planning.network import architecture_with_overrides, build_network_from_architecture
 from longnet.data import cascade
-from longnet.training.checkpoint import unwrap
+from longnet.io.checkpoints import unwrap
 from longnet.training.distributed import split_batch
 from longnet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights,
                                      tp_fp_fn)
@@ -183,7 +183,7 @@ class nnUNetTrainer(Trainer):
         folder = self.previous_stage_folder()
         if folder is None:
             return data
-        from longnet.preprocessing.storage import load_array
+        from longnet.io.storage import load_array
 
         return cascade.append_previous_stage(data, load_array(folder / f"{case}.b2nd"), self.cascade_labels)
 

@@ -27,7 +27,7 @@ from longnet.data.loader import batch_iterator, default_num_workers
 from longnet.dataset.labels import LabelManager
 from longnet.planning.plans import Plans
 from longnet.training import runtime
-from longnet.training.checkpoint import load_pretrained_weights
+from longnet.io.checkpoints import load_pretrained_weights
 from longnet.training.distributed import DistContext
 from longnet.training.logger import TrainingLogger
 from longnet.training.options import CORE_OPTION_RANGES, OptionRange, option_value
@@ -364,7 +364,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
     def load_network_weights(self, checkpoint_name: str) -> None:
         """Only the network's weights of `output_folder/checkpoint_name` (no optimiser, no epoch)."""
         from longnet.errors import LongnetError
-        from longnet.training.checkpoint import load_checkpoint
+        from longnet.io.checkpoints import load_checkpoint
 
         path = self.output_folder / checkpoint_name
         if not path.is_file():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import longnet
 from longnet.errors import LongnetError
-from longnet.training.checkpoint import (get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+from longnet.io.checkpoints import (get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
                                          strip_prefixes, to_plain, unwrap)
 
 # what later steps read (predict, --pretrained-weights, --val): these leave out `resume_only_prefixes` tensors and the

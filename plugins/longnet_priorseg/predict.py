@@ -15,7 +15,6 @@ be mapped back. Without `--patients` every input case is its own subject (no pri
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from longnet.api import LongnetError, ModelFolder, Plans, load_json, save_json
+from longnet.api import LongnetError, ModelFolder, Plans, load_json, save_json, visit_days
 from longnet_priorseg.priors import network_input_array
 
 
@@ -44,7 +43,7 @@ def subject_visits(patients_path: str | None, visits_path: str | None, input_cas
         subjects = {str(s): [str(c) for c in cs] for s, cs in table.items()}
         if visits_path is None and Path(patients_path).with_name("visitsTs.csv").is_file():
             visits_path = str(Path(patients_path).with_name("visitsTs.csv"))
-    days = _read_days(visits_path) if visits_path else {}
+    days = visit_days(visits_path)
     for s, cases in subjects.items():
         if cases and all(c in days for c in cases):
             subjects[s] = sorted(cases, key=lambda c: days[c])  # stable: ties keep the listed order
@@ -53,21 +52,6 @@ def subject_visits(patients_path: str | None, visits_path: str | None, input_cas
         if c not in listed:
             subjects[c] = [c]
     return subjects
-
-
-def _read_days(path: str) -> dict[str, float]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise LongnetError(f"cannot read visits CSV ({e})", path) from None
-    out = {}
-    for r in rows:
-        try:
-            out[r["case"].strip()] = float(r["days"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return out
 
 
 def chain_subject(cases: Sequence[str], step: Callable[[str, str | None, dict | None], dict]) -> dict[str, dict]:

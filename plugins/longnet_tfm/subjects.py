@@ -2,11 +2,10 @@
 (last listed visit, or the visit at `--target-days`) and its T context slots."""
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from longnet.api import LongnetError, load_json, validate_case_id
+from longnet.api import LongnetError, load_json, validate_case_id, visit_days
 
 
 @dataclass
@@ -35,24 +34,11 @@ def load_patients(path: str | Path | None) -> dict[str, list[str]]:
 
 
 def load_days(visits_csv: str | Path | None, patients: dict[str, list[str]]) -> dict[str, float]:
-    """`days` per case from the visits CSV; without one, the visit index (the raw format's fallback)."""
+    """`days` per case from the visits CSV; without one (or without a day), the visit index (the raw format's
+    fallback)."""
     days = {c: float(i) for cs in patients.values() for i, c in enumerate(cs)}
-    if visits_csv is None:
-        return days
-    try:
-        with open(visits_csv, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise LongnetError(f"cannot read visits CSV ({e.strerror})", visits_csv) from None
-    if not rows or "case" not in rows[0] or "days" not in rows[0]:
-        raise LongnetError("visits CSV needs 'case' and 'days' columns", visits_csv)
-    for r in rows:
-        if r["case"] in days and r["days"] not in ("", None):
-            try:
-                days[r["case"]] = float(r["days"])
-            except ValueError:
-                raise LongnetError(f"non-numeric days {r['days']!r} for case {r['case']}", visits_csv) from None
-    return days
+    recorded = visit_days(visits_csv)
+    return {c: recorded.get(c, d) for c, d in days.items()}
 
 
 def default_visits_csv(patients_path: str | Path | None) -> Path | None:

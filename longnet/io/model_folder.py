@@ -140,6 +140,6 @@ class ModelFolder:
     @staticmethod
     def load_checkpoint(path: str | Path) -> dict:
         """A checkpoint as a dict of tensors and plain values (never unpickles objects)."""
-        from longnet.training.checkpoint import load_checkpoint
+        from longnet.io.checkpoints import load_checkpoint
 
         return load_checkpoint(path, map_location="cpu")

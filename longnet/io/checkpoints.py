@@ -97,12 +97,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
 
 
 def strip_prefixes(state_dict: dict) -> dict:
-    """Remove the `module.` (DDP) and `_orig_mod.` (torch.compile) wrappers from parameter names."""
+    """Remove the `module.` (DDP) and `_orig_mod.` (torch.compile) wrappers from parameter names, however they
+    are nested (a compiled submodule leaves `._orig_mod.` inside a name)."""
     out = {}
     for k, v in state_dict.items():
         while k.startswith(("module.", "_orig_mod.")):
             k = k.split(".", 1)[1]
-        out[k] = v
+        out[k.replace("._orig_mod.", ".")] = v
     return out
 
 
