@@ -149,21 +149,19 @@ class RepresentationTrainer(Trainer):
     def final_validation(self) -> None:
         """`validation/summary.json`: embedding metrics (MCCD, within/between-subject distances, and the
         distance–score-change Spearman ρ when the trainer has a `score_column`) on the validation cases."""
-        if self.output_folder is None or not self.val_cases or self.options.get("disable_final_validation"):
+        if not self.val_cases:
             return
-        if self.dist.is_main:
-            from longnet.evaluation.embedding import embedding_summary
-            from longnet.utils.files import save_json
+        from longnet.evaluation.embedding import embedding_summary
+        from longnet.utils.files import save_json
 
-            index = self.longitudinal_index(self.val_cases)
-            inputs = self.case_inputs(index)
-            emb = dict(zip(index.cases, self.embed_inputs([inputs.get(c) for c in index.cases])))
-            column = getattr(self, "score_column", None)
-            scores = {c: index.meta(c).get(column) for c in index.cases} if column else None
-            summary = {"task": "embedding", "split": "validation", "num_cases": len(emb),
-                       **embedding_summary(emb, index.subjects, scores)}
-            save_json(summary, self.output_folder / "validation" / "summary.json")
-        self.dist.barrier()
+        index = self.longitudinal_index(self.val_cases)
+        inputs = self.case_inputs(index)
+        emb = dict(zip(index.cases, self.embed_inputs([inputs.get(c) for c in index.cases])))
+        column = getattr(self, "score_column", None)
+        scores = {c: index.meta(c).get(column) for c in index.cases} if column else None
+        summary = {"task": "embedding", "split": "validation", "num_cases": len(emb),
+                   **embedding_summary(emb, index.subjects, scores)}
+        save_json(summary, self.output_folder / "validation" / "summary.json")
 
     # ----------------------------------------------------------------- prediction contract
     @classmethod

@@ -291,15 +291,11 @@ class nnUNetTrainer(Trainer):
             decoder.deep_supervision = enabled
 
     def final_validation(self) -> None:
-        """Predict every validation case and write `validation/summary.json` (rank 0; others wait)."""
-        if self.options.get("disable_final_validation") or self.output_folder is None:
-            return
-        if self.dist.is_main:
-            from longnet.training.seg_validation import run_final_validation
+        """Predict every validation case and write `validation/summary.json`."""
+        from longnet.training.seg_validation import run_final_validation
 
-            self.set_deep_supervision_enabled(False)
-            try:
-                run_final_validation(self)
-            finally:
-                self.set_deep_supervision_enabled(self.enable_deep_supervision)
-        self.dist.barrier()
+        self.set_deep_supervision_enabled(False)
+        try:
+            run_final_validation(self)
+        finally:
+            self.set_deep_supervision_enabled(self.enable_deep_supervision)

@@ -53,6 +53,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
     best_metric: str = "val_loss"
     best_metric_mode: str = "min"
     ema_decay: float = 0.9
+    lr_scheduler_interval: ClassVar[str] = "epoch"  # "step": the scheduler is stepped after every optimiser step
     inference_allowed_mirroring_axes: tuple[int, ...] | None = None
     # numeric options and their ranges; subclasses add their own (merged along the class hierarchy)
     option_ranges: ClassVar[dict[str, OptionRange]] = CORE_OPTION_RANGES
@@ -85,6 +86,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
         self.num_optimizer_steps = 0
         self._best_ema = self._ema = None
         self._resume_iteration, self._partial_outputs = 0, []
+        self._step_logs: dict[str, Any] = {}
         self._compiled = False
         self._compile_verified: set[str] = set()
         self._eager_network: nn.Module | None = None
@@ -119,7 +121,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
         raise NotImplementedError(f"{type(self).__name__} must implement build_network()")
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, Any]:
-        """Return (optimizer, scheduler or None); the scheduler is stepped once per epoch."""
+        """Return (optimizer, scheduler or None); the scheduler is stepped once per epoch, or after every
+        optimiser step with `lr_scheduler_interval = "step"`."""
         raise NotImplementedError(f"{type(self).__name__} must implement configure_optimizers()")
 
     def train_loader(self) -> Iterable[dict]:
@@ -131,7 +134,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
         return None
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Forward + loss on one batch; must return {'loss': tensor, ...} (other entries are logged)."""
+        """Forward + loss on one batch; must return {'loss': tensor, ...}. Other entries, and values passed to
+        `self.log`, are averaged over the steps that have them and logged per epoch as train_<key>."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_step()")
 
     def validation_step(self, batch: dict) -> dict[str, Any]:
@@ -154,7 +158,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
         """Called after validation and logging of `epoch` with that epoch's metrics."""
 
     def final_validation(self) -> None:
-        """Full validation after training (writes `output_folder/validation/`); all ranks call it."""
+        """Full validation after training into `output_folder/validation/`. The base calls it on rank 0 only
+        (the other ranks wait) and not at all with `--disable-final-validation` or without an output folder."""
 
     def checkpoint_extra(self) -> dict:
         """Extra plain data (tensors, numbers, str, lists, dicts) to store in every checkpoint."""
@@ -195,6 +200,11 @@ class Trainer(PredictionContract, TrainerStateMixin):
     @property
     def data_folder(self) -> Path:
         return self.preprocessed_dataset_folder / self.configuration_manager.data_identifier
+
+    def log(self, name: str, value: torch.Tensor | float) -> None:
+        """Log a scalar of this training step under `train_<name>` (any keys, any steps; a tensor stays on the
+        device until the epoch ends, so logging never waits for the GPU)."""
+        self._step_logs[name] = value.detach().float() if torch.is_tensor(value) else float(value)
 
     def print(self, *parts: Any) -> None:
         """Write to the training log (rank 0) and stdout."""
@@ -313,7 +323,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
                 if kind == "final":
                     self.print("training already finished (checkpoint_final.pth exists)")
                     if not (self.output_folder / "validation" / "summary.json").is_file():
-                        self.final_validation()
+                        self._run_final_validation()
                     self.logger.close()
                     return
         self._log_setup()
@@ -350,7 +360,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
         self.print(f"training finished after {self.current_epoch} epochs ({self.num_optimizer_steps} optimiser steps)")
         if self.options.get("val_best"):
             self.load_network_weights("checkpoint_best.pth")
-        self.final_validation()
+        self._run_final_validation()
         self.logger.close()
 
     def run_validation_only(self) -> None:
@@ -358,7 +368,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
         self.check_requirements()
         self.initialize()
         self.load_network_weights("checkpoint_best.pth" if self.options.get("val_best") else "checkpoint_final.pth")
-        self.final_validation()
+        self._run_final_validation()
         self.logger.close()
 
     def load_network_weights(self, checkpoint_name: str) -> None:
@@ -373,6 +383,11 @@ class Trainer(PredictionContract, TrainerStateMixin):
         ckpt = load_checkpoint(path, map_location=self.device, required=("network_weights",))
         self.restore_network(ckpt, path)
         self.print(f"network weights from {checkpoint_name} (epoch {ckpt.get('current_epoch', '?')})")
+
+    def _run_final_validation(self) -> None:
+        if self.output_folder is not None and not self.options.get("disable_final_validation") and self.dist.is_main:
+            self.final_validation()
+        self.dist.barrier()
 
     def _on_sigterm(self, signum, frame) -> None:
         self._stop_requested = True
@@ -395,13 +410,17 @@ class Trainer(PredictionContract, TrainerStateMixin):
 
     def _train_one(self, batch: dict) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
+        self._step_logs = {}
         with runtime.autocast(self.device, self.amp_dtype):
             out = self.training_step(batch)
         if "loss" not in out:
             raise KeyError(f"{type(self).__name__}.training_step must return a dict with a 'loss' entry")
         self.backward_and_step(out["loss"])
+        if self.lr_scheduler is not None and self.lr_scheduler_interval == "step":
+            self.lr_scheduler.step()
         # detached device tensors, read back once per epoch: a per-step .item() would stall the GPU queue
-        return {k: v.detach().float() if torch.is_tensor(v) else float(v) for k, v in out.items()}
+        logged = {k: v.detach().float() if torch.is_tensor(v) else float(v) for k, v in out.items()}
+        return {**self._step_logs, **logged}
 
     def _validate_one(self, batch: dict) -> dict:
         with torch.no_grad(), runtime.autocast(self.device, self.amp_dtype):
@@ -429,7 +448,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
         train_metrics = self._mean_over_ranks(_as_floats(outputs))
         for k, v in train_metrics.items():
             self.logger.log(f"train_{k}", v, epoch)
-        if self.lr_scheduler is not None:
+        if self.lr_scheduler is not None and self.lr_scheduler_interval == "epoch":
             self.lr_scheduler.step()
         metrics = {f"train_{k}": v for k, v in train_metrics.items()}
         if val_iter is not None and self.num_val_iterations_per_epoch > 0:
@@ -465,24 +484,31 @@ class Trainer(PredictionContract, TrainerStateMixin):
             raise TrainingInterrupted() from None
 
     def _mean_over_ranks(self, outputs: list[dict]) -> dict[str, float]:
-        local = {k: float(np.mean([o[k] for o in outputs])) for k in (outputs[0] if outputs else {})}
+        """Per key: the mean over the steps that logged it, then over the ranks that have it."""
+        local = {k: float(np.mean([o[k] for o in outputs if k in o])) for k in _keys(outputs)}
         if not self.dist.enabled:
             return local
         all_means = self.dist.all_gather_object(local)
-        return {k: float(np.mean([m[k] for m in all_means])) for k in local}
+        return {k: float(np.mean([m[k] for m in all_means if k in m])) for k in _keys(all_means)}
+
+
+def _keys(dicts: list[dict]) -> list[str]:
+    """Every key of a list of dicts, in first-seen order (steps may log different keys)."""
+    return list(dict.fromkeys(k for d in dicts for k in d))
 
 
 def _as_floats(outputs: list[dict]) -> list[dict[str, float]]:
     """Per-step outputs as plain floats (one device read per key for the whole epoch)."""
     floats: list[dict[str, float]] = [{} for _ in outputs]
-    for k in (outputs[0] if outputs else {}):
-        vals = [o[k] for o in outputs]
+    for k in _keys(outputs):
+        steps = [i for i, o in enumerate(outputs) if k in o]
+        vals = [outputs[i][k] for i in steps]
         if all(torch.is_tensor(v) for v in vals):
             column = torch.stack([v.reshape(()) for v in vals]).cpu().tolist()
         else:  # resumed epochs start with floats from the checkpoint
             column = [float(v) for v in vals]
-        for d, v in zip(floats, column):
-            d[k] = v
+        for i, v in zip(steps, column):
+            floats[i][k] = v
     return floats
 
 

@@ -216,20 +216,18 @@ class LEARNERChangeTrainer(RepresentationTrainer):
 
     def final_validation(self) -> None:
         """`validation/summary.json`: classification metrics over every consecutive validation pair."""
-        if self.output_folder is None or not self.val_cases or self.options.get("disable_final_validation"):
+        if not self.val_cases:
             return
-        if self.dist.is_main:
-            from longnet.api import save_json
+        from longnet.api import save_json
 
-            chunks = self._pair_batches(self.val_cases).chunks()
-            if chunks:
-                unwrap(self.network).eval()
-                with torch.no_grad():
-                    outs = [self.validation_step(self.prepare_batch(c)) for c in chunks]
-                save_json({"task": "classification", "split": "validation", "classes": list(CHANGE_CLASSES),
-                           "delta": self.delta, **self.aggregate_validation(outs)},
-                          self.output_folder / "validation" / "summary.json")
-        self.dist.barrier()
+        chunks = self._pair_batches(self.val_cases).chunks()
+        if chunks:
+            unwrap(self.network).eval()
+            with torch.no_grad():
+                outs = [self.validation_step(self.prepare_batch(c)) for c in chunks]
+            save_json({"task": "classification", "split": "validation", "classes": list(CHANGE_CLASSES),
+                       "delta": self.delta, **self.aggregate_validation(outs)},
+                      self.output_folder / "validation" / "summary.json")
 
     def checkpoint_extra(self) -> dict:
         return {"spec": self.spec, "class_weights": self.class_weights, "delta": self.delta,

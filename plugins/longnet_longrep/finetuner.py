@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT, OptionRange,
@@ -52,7 +51,6 @@ class LongRepFinetuner(nnUNetTrainer):
         super().__init__(*args, **kwargs)
         self.cs_mode = self.options.get("cs_mode") or "alternate"
         self.cs_weight = float(self.options.get("cs_weight") if self.options.get("cs_weight") is not None else 1.0)
-        self._epoch_terms: dict[str, list[float]] = {}
 
     def pretrained_exclude_prefixes(self, network: torch.nn.Module) -> tuple[str, ...]:
         if (self.options.get("transfer") or "no-output") == "all":
@@ -112,7 +110,7 @@ class LongRepFinetuner(nnUNetTrainer):
         loss = None
         if "data" in batch:
             sup = self.loss(self.network(batch["data"]), batch["target"])
-            self._epoch_terms.setdefault("loss_sup", []).append(float(sup.detach()))
+            self.log("loss_sup", sup)
             loss = sup
         if "pair" in batch:
             pair = batch["pair"]
@@ -120,15 +118,9 @@ class LongRepFinetuner(nnUNetTrainer):
             out = self.network(torch.cat([pair["x_a"], pair["x_b"]]))
             out = out[0] if isinstance(out, (list, tuple)) else out
             cs = consistency_loss(out[:b], out[b:])
-            self._epoch_terms.setdefault("loss_cs", []).append(float(cs.detach()))
+            self.log("loss_cs", cs)
             loss = self.cs_weight * cs if loss is None else loss + self.cs_weight * cs
         return {"loss": loss}
-
-    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
-        for key, values in self._epoch_terms.items():
-            self.logger.log(f"train_{key}", float(np.mean(values)), epoch)
-        self._epoch_terms = {}
-        super().on_epoch_end(epoch, metrics)
 
 
 def _alternate(labelled, pairs, first_is_labelled: bool):

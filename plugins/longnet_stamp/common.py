@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn as nn
 
 from longnet.api import LongitudinalIndex
@@ -52,8 +51,3 @@ def warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: 
     span = max(1, total_steps - warmup_steps)
     t = min(1.0, (step - warmup_steps) / span)
     return base_lr * (final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for g in optimizer.param_groups:
-        g["lr"] = lr

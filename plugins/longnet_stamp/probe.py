@@ -276,13 +276,11 @@ class STAMPProbeTrainer(Trainer):
 
     def final_validation(self) -> None:
         """Metrics on every validation visit (threshold chosen there) → validation/summary.json."""
-        if self.output_folder is not None and self.dist.is_main:
-            summary = {"trainer": self.trainer_name, "target": self.target, "horizon_days": self.horizon,
-                       "threshold": float(self.threshold)}
-            if self._last_val is not None:
-                summary.update(self._last_val)
-            save_json(summary, self.output_folder / "validation" / "summary.json")
-        self.dist.barrier()
+        summary = {"trainer": self.trainer_name, "target": self.target, "horizon_days": self.horizon,
+                   "threshold": float(self.threshold)}
+        if self._last_val is not None:
+            summary.update(self._last_val)
+        save_json(summary, self.output_folder / "validation" / "summary.json")
 
     # ------------------------------------------------------------------ prediction
     @classmethod

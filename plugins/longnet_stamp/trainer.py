@@ -11,10 +11,11 @@ import argparse
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from longnet.api import (IntraSubjectPairSampler, LongnetError, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
     Requirements, Trainer, frozen_draws, frozen_draws_path, option_value, save_json)
-from longnet_stamp.common import cache_bytes, param_groups, resolve_window, set_lr, split_index, warmup_cosine_lr
+from longnet_stamp.common import cache_bytes, param_groups, resolve_window, split_index, warmup_cosine_lr
 from longnet_stamp.config import STAMPConfig, add_architecture_arguments, config_from_options
 from longnet_stamp.data import PairBatcher
 from longnet_stamp.losses import stamp_loss
@@ -39,6 +40,7 @@ class STAMPTrainer(Trainer):
     requirements = Requirements(min_visits_per_subject=2, labels="any")
     option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "warmup_epochs": NON_NEGATIVE_INT}
     prediction_task = "embedding"
+    lr_scheduler_interval = "step"
     num_epochs = 800
     num_iterations_per_epoch = 250
     num_val_iterations_per_epoch = 10
@@ -97,17 +99,15 @@ class STAMPTrainer(Trainer):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(param_groups(self.network, self.weight_decay), lr=self.lr, betas=self.betas)
-        return opt, None  # the learning rate is set per iteration in training_step
+        warm = self.options.get("warmup_epochs")
+        warm = min(20, self.num_epochs // 40) if warm is None else int(warm)
+        iters = self.num_iterations_per_epoch
+        # per optimiser step (lr_scheduler_interval): warm-up over iterations, then cosine
+        return opt, LambdaLR(opt, lambda step: warmup_cosine_lr(step, 1.0, warm * iters, self.num_epochs * iters))
 
     @property
     def lr(self) -> float:
         return float(option_value(self.options, "lr", self.base_lr))
-
-    def _current_lr(self) -> float:
-        warm = self.options.get("warmup_epochs")
-        warm = min(20, self.num_epochs // 40) if warm is None else int(warm)
-        iters = self.num_iterations_per_epoch
-        return warmup_cosine_lr(self.num_optimizer_steps, self.lr, warm * iters, self.num_epochs * iters)
 
     # ------------------------------------------------------------------ data
     def _sampler(self, index) -> IntraSubjectPairSampler:
@@ -153,7 +153,6 @@ class STAMPTrainer(Trainer):
                           self.kl_beta, self.free_bits, self.kl_scale, bool(self.options.get("norm_pix_loss")))
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        set_lr(self.optimizer, self._current_lr())
         return self._losses(batch)
 
     def validation_step(self, batch: dict) -> dict:
@@ -166,10 +165,7 @@ class STAMPTrainer(Trainer):
                 "variant": "siamese_mae" if cfg and cfg.deterministic else "stamp"}
 
     def final_validation(self) -> None:
-        """Mean losses over every frozen validation pair → validation/summary.json (rank 0)."""
-        if self.output_folder is None or not self.dist.is_main:
-            self.dist.barrier()
-            return
+        """Mean losses over every frozen validation pair → validation/summary.json."""
         index, draws = self.val_draws()
         summary: dict = {"trainer": self.trainer_name, "stamp_config": self.stamp_config.to_dict()}
         if draws:
@@ -185,7 +181,6 @@ class STAMPTrainer(Trainer):
             summary["num_pairs"] = len(draws)
             summary["mean"] = {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
         save_json(summary, self.output_folder / "validation" / "summary.json")
-        self.dist.barrier()
 
     # ------------------------------------------------------------------ prediction (embeddings)
     @classmethod

@@ -259,16 +259,12 @@ class TFMTrainer(Trainer):
 
     def final_validation(self) -> None:
         """NRMSE/PSNR/SSIM of TFM and LCI on the frozen validation draws → validation/summary.json."""
-        if self.options.get("disable_final_validation") or self.output_folder is None or not self.dist.is_main:
-            self.dist.barrier()
-            return
         from longnet_tfm.validation import write_validation_summary
 
         if self._val_batches is None:
             self.val_loader()
         if self._val_batches:
             write_validation_summary(self, self._val_batches, self.output_folder / "validation" / "summary.json")
-        self.dist.barrier()
 
 
 def _cycle(batches: list[dict]) -> Iterator[dict]:

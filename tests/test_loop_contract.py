@@ -1,0 +1,73 @@
+"""The loop contract of `Trainer`: `self.log` with any keys per step, per-step schedulers, and the final validation
+that the base runs on rank 0 only (and not at all when disabled)."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+from longnet.training.trainer import Trainer
+from tiny_seg_dataset import tiny_plans
+
+
+class ToyTrainer(Trainer):
+    """y = w·x on random batches; logs `even` on even steps, `odd` on odd ones."""
+
+    num_epochs, num_iterations_per_epoch, num_val_iterations_per_epoch = 2, 4, 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.final_validation_calls = 0
+        self.step_lrs: list[float] = []
+
+    def check_requirements(self) -> None:  # no dataset behind this trainer
+        pass
+
+    def build_network(self) -> nn.Module:
+        return nn.Linear(3, 1)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.network.parameters(), lr=1.0)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+
+    def train_loader(self):
+        g = torch.Generator().manual_seed(0)
+        return ({"x": torch.randn(4, 3, generator=g)} for _ in itertools.count())
+
+    def training_step(self, batch: dict) -> dict:
+        self.step_lrs.append(self.optimizer.param_groups[0]["lr"])
+        loss = self.network(batch["x"]).pow(2).mean()
+        self.log("even" if self.num_optimizer_steps % 2 == 0 else "odd", torch.tensor(float(self.num_optimizer_steps)))
+        return {"loss": loss}
+
+    def final_validation(self) -> None:
+        self.final_validation_calls += 1
+
+
+def _trainer(tmp_path, interval: str, options: dict | None = None) -> ToyTrainer:
+    cls = type("StepToy" if interval == "step" else "EpochToy", (ToyTrainer,), {"lr_scheduler_interval": interval})
+    t = cls(tiny_plans(), "3d_fullres", 0, {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}},
+            "cpu", {"disable_checkpointing": True, **(options or {})})
+    t.setup(None, tmp_path / "out", [], [], verbose=False)
+    return t
+
+
+@pytest.mark.parametrize("interval", ["step", "epoch"])
+def test_log_any_keys_and_scheduler_interval(tmp_path, interval):
+    t = _trainer(tmp_path, interval)
+    t.run_training()
+    log = t.logger.values
+    # steps 0..7: epoch 0 logs even = mean(0, 2), odd = mean(1, 3); epoch 1 even = mean(4, 6), odd = mean(5, 7)
+    assert log["train_even"] == [1.0, 5.0] and log["train_odd"] == [2.0, 6.0]
+    assert len(log["train_loss"]) == 2
+    expected = [0.5 ** s for s in range(8)] if interval == "step" else [1.0] * 4 + [0.5] * 4
+    assert t.step_lrs == pytest.approx(expected)
+    assert t.final_validation_calls == 1
+
+
+def test_final_validation_skipped_when_disabled(tmp_path):
+    t = _trainer(tmp_path, "epoch", {"disable_final_validation": True})
+    t.run_training()
+    assert t.final_validation_calls == 0
