@@ -1,4 +1,4 @@
-"""LongRep losses: the correctness properties of methods.md §1 (bounds, stop-gradient, regulariser values)."""
+"""LongRep losses: the method's correctness properties (bounds, stop-gradient, regulariser values)."""
 from __future__ import annotations
 
 import pytest

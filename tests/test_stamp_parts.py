@@ -1,4 +1,4 @@
-"""STAMP (methods.md §3) correctness properties on the spec's tiny configuration (CPU, < 1 s each)."""
+"""STAMP correctness properties on the spec's tiny configuration (CPU, < 1 s each)."""
 from __future__ import annotations
 
 import math
@@ -25,7 +25,7 @@ def seeded():
 
 
 def tiny_config(**kw) -> STAMPConfig:
-    """methods.md §3 tiny variant: 16×32×32, patch 8³ (32 tokens), width 48/depth 2/4 heads, decoder 24/1/4,
+    """The tiny variant: 16×32×32, patch 8³ (32 tokens), width 48/depth 2/4 heads, decoder 24/1/4,
     latent 4×4, 4 Δt bins."""
     return STAMPConfig(in_channels=1, img_size=(16, 32, 32), patch=(8, 8, 8), dt_min=90, dt_max=540,
                        **{**PRESETS["tiny"], **kw})

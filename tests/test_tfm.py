@@ -1,4 +1,4 @@
-"""TFM (plugins/longnet_tfm): the properties methods.md §2 requires, on tiny tensors and a tiny dataset.
+"""TFM (plugins/longnet_tfm): the properties the method requires, on tiny tensors and a tiny dataset.
 
 Untrained (zero-initialised output) model returns the filled context exactly (last == LCI, mean == mean of
 filled slots); sparsity filling; the σ = 0 path; Euler/RK4/dopri5 on the constant oracle field return the

@@ -1,4 +1,4 @@
-"""InfoNCE over two views (visits) of B distinct subjects (methods.md §0 and §5).
+"""InfoNCE over two views (visits) of B distinct subjects.
 
 S = z_a z_bᵀ / τ with L2-normalised rows; the positive of row i is column i (same subject, other visit) and
 every other subject's scan is a negative. Symmetric (default, the code's form): ½[CE(S, I) + CE(Sᵀ, I)];

@@ -1,4 +1,4 @@
-"""ClinImCL network (methods.md §5): a small 3D CNN encoder and an InfoNCE projector.
+"""ClinImCL network: a small 3D CNN encoder and an InfoNCE projector.
 
 Encoder: 4 × [MaxPool3d(2) → Conv3d 3³ (pad 1) → BN → ReLU] with widths 16, 32, 64, 128 (96³ → 6³), global
 average pooling, Linear(128 → 256) = h (the representation). Projector: Linear(256 → 256) → ReLU →

@@ -1,4 +1,4 @@
-"""`ClinImCLTrainer` (methods.md §5): subject-level InfoNCE — two distinct visits of one subject are the
+"""`ClinImCLTrainer`: subject-level InfoNCE — two distinct visits of one subject are the
 positive pair, the other subjects of the batch are negatives.
 
 Honest sampling: a batch holds B *distinct* subjects with ≥ 2 visits (`SubjectBatchSampler`), and each

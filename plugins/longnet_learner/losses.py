@@ -1,4 +1,4 @@
-"""LEARNER stage-1 objective (methods.md §4, forms [recon]): L = MSE(ĤS, HS_z) + λ·L_con.
+"""LEARNER stage-1 objective (reconstruction form): L = MSE(ĤS, HS_z) + λ·L_con.
 
 Over all pairs i ≠ j of a batch that belong to different patients: d_ij = 1 − cos(u_i, u_j) and
 g_ij = |HS_i − HS_j| / range.

@@ -22,7 +22,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # paper: TSM-ResNet-18 on 16 frames of 224² (LUS clips)
     "paper": {"backbone": "tsm", "frames": 16, "image_size": 224, "widths": (64, 128, 256, 512),
               "small_stem": False, "batch_size": 16},
-    # methods.md tiny variant: T=4 frames, 32², widths (8,16,32,64), batch 4
+    # tiny variant: T=4 frames, 32², widths (8,16,32,64), batch 4
     "tiny": {"backbone": "tsm", "frames": 4, "image_size": 32, "widths": (8, 16, 32, 64), "small_stem": True,
              "batch_size": 4},
 }

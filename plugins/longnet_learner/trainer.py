@@ -1,4 +1,4 @@
-"""`LEARNERTrainer`: stage 1 of LEARNER (methods.md §4) — health-score regression plus an inter-patient
+"""`LEARNERTrainer`: stage 1 of LEARNER — health-score regression plus an inter-patient
 contrastive term whose embedding distances track score differences. `--contrastive-weight 0` is the MSE-only
 baseline. Output: an encoder whose embedding u per scan feeds `LEARNERChangeTrainer`.
 """

@@ -1,4 +1,4 @@
-"""SimSiam projector and predictor MLPs (methods.md §0 "MLP heads"), one pair per tapped U-Net layer.
+"""SimSiam projector and predictor MLPs, one pair per tapped U-Net layer.
 
 They act on feature *vectors* sampled at voxel positions, so BatchNorm1d normalises over batch × patches.
 """

@@ -1,4 +1,4 @@
-"""LongRep's losses (methods.md §1): patchwise SimSiam similarity, variance/covariance regularisers against
+"""LongRep's losses: patchwise SimSiam similarity, variance/covariance regularisers against
 degenerate decoder features, encoder/decoder orthogonality and the longitudinal consistency loss.
 
 Pure functions on tensors so each correctness property of the spec can be tested in isolation.

@@ -1,5 +1,5 @@
 """`LongRepPretrainer`: self-supervised pretraining of the planned U-Net on intra-subject visit pairs
-(Ren et al., NeurIPS 2022; methods.md §1).
+(Ren et al., NeurIPS 2022).
 
 Loss: L_PT = λ L_sim + α L_rec + μ L_S + γ L_C + β L_O on aligned visit pairs with identical geometric and
 intensity augmentation. The checkpoint's network weights carry the segmentation network's parameter names,

@@ -1,5 +1,5 @@
 """longnet plugin: STAMP, a stochastic Siamese masked autoencoder conditioned on the time between scans
-(Emre et al.; methods.md §3).
+(Emre et al.).
 
 Trainers: `STAMPTrainer` (pretraining; `--deterministic-mae` = the Siamese-MAE ablation) and
 `STAMPProbeTrainer` (frozen encoder + attention-pooling probe of a binary visitsTr.csv column at a horizon).

@@ -45,7 +45,7 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
 
 def warmup_cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int,
                      final_factor: float = 1e-4) -> float:
-    """Linear warm-up per iteration, then cosine decay to final_factor · base_lr (methods.md §3)."""
+    """Linear warm-up per iteration, then cosine decay to final_factor · base_lr."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)

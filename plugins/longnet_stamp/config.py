@@ -12,7 +12,7 @@ from typing import Sequence
 
 from longnet.api import LongnetError
 
-#: methods.md §3: "base" is the paper's ViT-B, "tiny" the spec's test configuration, "small" a CPU demo size.
+#: "base" is the paper's ViT-B, "tiny" the spec's test configuration, "small" a CPU demo size.
 PRESETS: dict[str, dict] = {
     "tiny": dict(width=48, depth=2, heads=4, dec_width=24, dec_depth=1, dec_heads=4, latent_vars=4,
                  latent_classes=4, dt_bins=4),

@@ -1,4 +1,4 @@
-"""STAMP's objective (methods.md §3): masked-patch MSE + 0.01 · max(balanced KL, free bits).
+"""STAMP's objective: masked-patch MSE + 0.01 · max(balanced KL, free bits).
 
 Discrete latents are `V` categorical variables with `K` classes each (logits B×V×K). KL(q‖p) is summed over
 the variables and averaged over the batch (DreamerV2's independent one-hot categoricals).

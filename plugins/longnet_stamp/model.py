@@ -1,4 +1,4 @@
-"""STAMP network (methods.md §3) from MONAI blocks: a Siamese 3D ViT encoder, a discrete latent with posterior
+"""STAMP network from MONAI blocks: a Siamese 3D ViT encoder, a discrete latent with posterior
 and prior, and a cross-attending decoder that reconstructs the masked future scan.
 
 Past scan: every patch visible, CLS += Δt-embedding. Future scan: 75% of patches hidden, CLS without Δt.

@@ -1,4 +1,4 @@
-"""Attention-pooling probe on a frozen STAMP encoder (methods.md §3, downstream).
+"""Attention-pooling probe on a frozen STAMP encoder (downstream).
 
 One learned query attends (multi-head, K/V linear without bias) over the probe tokens; the pooled vector
 goes through a Linear to one logit. The encoder is frozen: no gradients, always in eval mode.

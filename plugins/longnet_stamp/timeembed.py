@@ -1,4 +1,4 @@
-"""Δt handling shared by pretraining, probing and prediction (methods.md §0 and §3).
+"""Δt handling shared by pretraining, probing and prediction.
 
 Δt (days) → u = (Δt − min)/(max − min) clipped to [0, 1] → nearest of K bins → DiT-style sinusoid → MLP.
 The window (min, max) and K live in buffers of `DtBinning`, so they are saved with the weights and a probe

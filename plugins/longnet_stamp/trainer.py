@@ -1,4 +1,4 @@
-"""`STAMPTrainer`: self-supervised pretraining of the Δt-conditioned stochastic Siamese MAE (methods.md §3).
+"""`STAMPTrainer`: self-supervised pretraining of the Δt-conditioned stochastic Siamese MAE.
 
 `-tr STAMPTrainer --deterministic-mae` trains the deterministic Siamese-MAE ablation (no latent, no KL).
 The checkpoint's `extra["stamp_config"]` holds the network configuration (sizes, Δt window, bins) that

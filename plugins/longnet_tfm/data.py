@@ -1,8 +1,8 @@
 """Training/validation samples of TFM built from the longitudinal data layer.
 
 A sample = T context slots (left-padded, randomly masked by `SequenceSampler`), sparsity-filled with
-`fill_sparse`, plus the target visit; every volume is min–max normalised to [0, 1] per channel (methods.md
-§2) on its full preprocessed grid before the shared crop (`random_crop_aligned`), so a crop never changes a
+`fill_sparse`, plus the target visit; every volume is min–max normalised to [0, 1] per channel
+on its full preprocessed grid before the shared crop (`random_crop_aligned`), so a crop never changes a
 volume's scaling. Visits must share one grid (preprocess with `--align`): the crop refuses otherwise.
 """
 from __future__ import annotations

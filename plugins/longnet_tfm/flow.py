@@ -1,4 +1,4 @@
-"""The flow-matching objective of TFM (methods.md §2) on folded slot tensors.
+"""The flow-matching objective of TFM on folded slot tensors.
 
 x_0 = filled context x̃ (B×T×C×…), x_1 = target y broadcast to every slot, t ~ U(0, 1) per sample,
 x_t = t·x_1 + (1 − t)·x_0 + σ·ε and u_t = x_1 − x_0 ("difference modelling"). Plain conditional FM keeps

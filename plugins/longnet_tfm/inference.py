@@ -1,4 +1,4 @@
-"""Forecast = integrate the learned flow from the filled context and reduce the slots (methods.md §2).
+"""Forecast = integrate the learned flow from the filled context and reduce the slots.
 
 `forecast` works on a batch that fits the network in one call; `forecast_volume` evaluates the velocity
 field by Gaussian-weighted sliding windows (longnet's nnU-Net-style tiling) at every solver step, so any

@@ -1,4 +1,4 @@
-"""`TFMTrainer`: Temporal Flow Matching (Disch et al. 2025; methods.md §2) as a longnet trainer plugin.
+"""`TFMTrainer`: Temporal Flow Matching (Disch et al. 2025) as a longnet trainer plugin.
 
 Learns a velocity field that carries the sparsity-filled context x̃ (T slots folded into channels) to the
 target visit y: x_t = t·y + (1 − t)·x̃ + σε, loss MSE(v_θ(t, x_t), y − x̃). AdamW (lr 1e-4, wd 0.01), linear

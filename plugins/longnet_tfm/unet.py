@@ -1,4 +1,4 @@
-"""Velocity network of TFM: a compact 3D U-Net conditioned on the flow-matching step t (methods.md §2).
+"""Velocity network of TFM: a compact 3D U-Net conditioned on the flow-matching step t.
 
 All T context slots are folded into the channel axis (input = output = T·C channels). The step t enters
 through a sinusoidal embedding (F = base channels, period 10000) and a Linear(F→4F)–SiLU–Linear MLP whose
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 
 def sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """[cos(t·ω_k), sin(t·ω_k)], ω_k = exp(−ln P · k/(dim/2)), k < dim/2 (methods.md §0): (*t.shape, dim)."""
+    """[cos(t·ω_k), sin(t·ω_k)], ω_k = exp(−ln P · k/(dim/2)), k < dim/2: (*t.shape, dim)."""
     half = dim // 2
     k = torch.arange(half, device=t.device, dtype=torch.float32)
     freqs = torch.exp(-math.log(max_period) * k / half)
@@ -59,7 +59,7 @@ class TFMNetConfig:
 
     @classmethod
     def tiny(cls, in_channels: int, n_slots: int = 3) -> "TFMNetConfig":
-        """methods.md §2 tiny variant: base 8, mult (1,1), attention off."""
+        """The tiny variant: base 8, mult (1,1), attention off."""
         return cls(in_channels, base_channels=8, channel_mult=(1, 1), attention_levels=(), mid_attention=False,
                    n_slots=n_slots)
 
