@@ -44,18 +44,20 @@ def confusion(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None = None
     return {"TP": tp, "FP": fp, "FN": fn, "TN": total - tp - fp - fn, "n_pred": n_pred, "n_ref": n_ref}
 
 
-def dice(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """2|A∩B| / (|A| + |B|); NaN when both masks are empty."""
-    c = confusion(pred.astype(bool), ref.astype(bool), valid)
+def overlap_metrics(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None = None) -> dict:
+    """Dice = 2|A∩B| / (|A| + |B|) and IoU = |A∩B| / |A∪B| (NaN when both masks are empty) with the counts."""
+    c = confusion(np.asarray(pred, bool), np.asarray(ref, bool), valid)
     denom = 2 * c["TP"] + c["FP"] + c["FN"]
-    return float(2 * c["TP"] / denom) if denom else float("nan")
+    return {"Dice": 2 * c["TP"] / denom if denom else float("nan"),
+            "IoU": c["TP"] / (c["TP"] + c["FP"] + c["FN"]) if denom else float("nan"), **c}
+
+
+def dice(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None = None) -> float:
+    return float(overlap_metrics(pred, ref, valid)["Dice"])
 
 
 def iou(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """|A∩B| / |A∪B|; NaN when both masks are empty."""
-    c = confusion(pred.astype(bool), ref.astype(bool), valid)
-    denom = c["TP"] + c["FP"] + c["FN"]
-    return float(c["TP"] / denom) if denom else float("nan")
+    return float(overlap_metrics(pred, ref, valid)["IoU"])
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> float:
@@ -86,10 +88,7 @@ def compute_metrics(pred: np.ndarray, ref: np.ndarray, labels_or_regions: Iterab
     out = {}
     for lr in labels_or_regions:
         p, r = region_mask(pred, lr), region_mask(ref, lr)
-        m = confusion(p, r, valid)
-        denom = 2 * m["TP"] + m["FP"] + m["FN"]
-        m = {"Dice": 2 * m["TP"] / denom if denom else float("nan"),
-             "IoU": m["TP"] / (m["TP"] + m["FP"] + m["FN"]) if denom else float("nan"), **m}
+        m = overlap_metrics(p, r, valid)
         if compute_hd95:
             if valid is not None:
                 p, r = p & valid, r & valid

@@ -22,23 +22,9 @@ from longnet.data.cases import CaseReader
 from longnet.utils.files import save_json
 
 
-def _label_metrics(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
-    if mask is not None:
-        pred, ref = pred & mask, ref & mask
-    tp = int(np.sum(pred & ref))
-    fp = int(np.sum(pred & ~ref))
-    fn = int(np.sum(~pred & ref))
-    total = int(mask.sum()) if mask is not None else pred.size
-    tn = total - tp - fp - fn
-    denom = 2 * tp + fp + fn
-    return {"Dice": (2 * tp / denom) if denom > 0 else float("nan"),
-            "IoU": (tp / (tp + fp + fn)) if (tp + fp + fn) > 0 else float("nan"),
-            "FN": fn, "FP": fp, "TN": tn, "TP": tp, "n_pred": tp + fp, "n_ref": tp + fn}
-
-
 def case_metrics(logits: torch.Tensor, seg: np.ndarray, label_manager) -> dict[str, dict]:
     """Metrics of one case on the preprocessed grid (seg -1 counts as background)."""
-    from longnet.evaluation.segmentation import key_of
+    from longnet.evaluation.segmentation import key_of, overlap_metrics
 
     ref_lab = np.where(seg[0] < 0, 0, seg[0])
     mask = None
@@ -48,11 +34,11 @@ def case_metrics(logits: torch.Tensor, seg: np.ndarray, label_manager) -> dict[s
     if label_manager.has_regions:
         probs = torch.sigmoid(logits.float()).numpy() > 0.5
         for i, region in enumerate(label_manager.foreground_regions):
-            out[key_of(region)] = _label_metrics(probs[i], np.isin(ref_lab, np.atleast_1d(region)), mask)
+            out[key_of(region)] = overlap_metrics(probs[i], np.isin(ref_lab, np.atleast_1d(region)), mask)
     else:
         pred = logits.argmax(0).numpy()
         for lab in label_manager.foreground_labels:
-            out[key_of(lab)] = _label_metrics(pred == lab, ref_lab == lab, mask)
+            out[key_of(lab)] = overlap_metrics(pred == lab, ref_lab == lab, mask)
     return out
 
 
