@@ -38,9 +38,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # data and samplers
     "longnet.data.cases": ("CaseReader", "bbox_for_patch", "crop_and_pad"),
     "longnet.data.loader": ("default_num_workers",),
-    "longnet.data.longitudinal": ("LongitudinalIndex", "PairDraw", "SequenceDraw", "IntraSubjectPairSampler",
-                                  "SequenceSampler", "SubjectBatchSampler", "fill_sparse", "frozen_draws",
-                                  "frozen_draws_path"),
+    "longnet.data.longitudinal": ("LongitudinalIndex",),
+    "longnet.data.longitudinal_sampling": ("PairDraw", "SequenceDraw", "IntraSubjectPairSampler", "SequenceSampler",
+                                           "SubjectBatchSampler", "fill_sparse", "frozen_draws", "frozen_draws_path"),
     "longnet.data.longitudinal_geometry": ("random_crop_aligned", "paired_spatial_augment"),
     "longnet.data.segmentation": ("SegmentationPatchSampler", "foreground_flags"),
     "longnet.data.cascade": ("one_hot",),
@@ -54,8 +54,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "longnet.utils.files": ("atomic_path", "load_json", "save_json"),
     "longnet.preprocessing.preprocessor": ("preprocess_case",),
     "longnet.preprocessing.alignment": ("alignment_mode", "align_visit"),
-    "longnet.preprocessing.cropping": ("union_bbox",),
-    "longnet.preprocessing.resampling": ("resample_data_or_seg_to_shape",),
+    "longnet.imaging.cropping": ("union_bbox",),
+    "longnet.imaging.resampling": ("resample_data_or_seg_to_shape",),
     # inference
     "longnet.inference.predictor": ("Predictor", "list_input_cases"),
     "longnet.inference.sliding_window": ("predict_sliding_window",),

@@ -99,21 +99,52 @@ def load_plugin(group: str, name: str) -> Any:
                            f"{type(e).__name__}: {e}") from None
 
 
+# nnU-Net variants longnet does not ship, with the reason (shown when one is asked for by name)
+NOT_PROVIDED = {
+    **{n: "its heavier DA5 augmentation is not implemented in longnet" for n in (
+        "nnUNetTrainerDA5", "nnUNetTrainerDA5ord0", "nnUNetTrainerDA5Segord0", "nnUNetTrainerDA5_10epochs",
+        "nnUNetTrainer_onlyMirror01_DA5")},
+    **{n: "nearest-neighbour segmentation interpolation in augmentation is not implemented in longnet" for n in (
+        "nnUNetTrainer_DASegOrd0", "nnUNetTrainer_DASegOrd0_NoMirroring", "nnUNetTrainer_onlyMirror01_DASegOrd0")},
+    **{n: "the Adan optimiser needs adan-pytorch, which longnet does not depend on" for n in (
+        "nnUNetTrainerAdan", "nnUNetTrainerAdan1en3", "nnUNetTrainerAdan3en4", "nnUNetTrainerAdan1en1",
+        "nnUNetTrainerAdanCosAnneal")},
+    **{n: "top-k cross-entropy losses are not implemented in longnet" for n in (
+        "nnUNetTrainerTopk10Loss", "nnUNetTrainerTopk10LossLS01", "nnUNetTrainerDiceTopK10Loss")},
+    "nnUNetTrainer_warmup": "its per-iteration warm-up schedule is not implemented in longnet",
+    "nnUNetTrainerBenchmark_5epochs": "benchmark trainers are not provided (time a run with --epochs 5)",
+    "nnUNetTrainerBenchmark_5epochs_noDataLoading": "benchmark trainers are not provided",
+    "nnUNetTrainer_Primus_S": "Primus (transformer) networks are not provided by longnet",
+    "nnUNetTrainer_Primus_B": "Primus (transformer) networks are not provided by longnet",
+    "nnUNetTrainer_Primus_M": "Primus (transformer) networks are not provided by longnet",
+    "nnUNetTrainer_Primus_L": "Primus (transformer) networks are not provided by longnet",
+}
+
+
+def not_provided_reason(name: str) -> str | None:
+    """Why an nnU-Net variant name is not available in longnet (None for names nnU-Net does not ship)."""
+    reason = NOT_PROVIDED.get(name)
+    return f"{name} is an nnU-Net variant that longnet does not provide: {reason}" if reason else None
+
+
+def _is_trainer_class(obj: Any) -> bool:
+    """A subclass of longnet's Trainer, told by its class hierarchy (the registry sits below the training layer
+    and imports none of it)."""
+    return isinstance(obj, type) and any(c.__module__ == "longnet.training.trainer" and c.__qualname__ == "Trainer"
+                                         for c in obj.__mro__)
+
+
 def get_trainer(name: str) -> type:
     """The Trainer subclass registered under `name` in `longnet.trainers`."""
-    from longnet.training.trainer import Trainer
-
     try:
         obj = load_plugin(TRAINERS, name)
     except LongnetError as e:
-        from longnet.training.variants import not_provided_reason
-
         reason = not_provided_reason(name) if name not in _by_name(TRAINERS) else None
         if reason is None:
             raise
         raise LongnetError(f"{e.message.split('; available')[0]}: {reason}") from None
-    if not (isinstance(obj, type) and issubclass(obj, Trainer)):
-        raise LongnetError(f"trainer {name!r} ({obj!r}) is not a subclass of longnet.training.Trainer")
+    if not _is_trainer_class(obj):
+        raise LongnetError(f"trainer {name!r} ({obj!r}) is not a subclass of longnet.api.Trainer")
     return obj
 
 

@@ -161,19 +161,22 @@ def test_plugins_describe_imports_one_plugin(capsys):
     assert "unknown plugin 'Nope'; available:" in capsys.readouterr().err
 
 
-def test_readme_examples_parse():
+def test_readme_examples_parse(install_example):
     """Every longnet_train/predict/evaluate/demo line of the README's bash blocks is accepted by its parser, with the
-    trainer's own options and ranges (copying an example never ends in `unrecognized arguments`)."""
+    trainer's own options and ranges (copying an example never ends in `unrecognized arguments`); the plugin
+    example's lines once it is installed, as the README says."""
     import re
     import shlex
 
-    from longnet.cli import demo, evaluate, predict, train
+    from longnet.cli import evaluate, predict, train
+    from longnet.demo import main as demo
     from longnet.registry import get_trainer
 
+    install_example("visit_interval_plugin", "longnet-visit-interval")
     text = (ROOT / "README.md").read_text()
     checked = 0
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines are one command
             for command in line.split("  #")[0].split("&&"):
                 argv = shlex.split(command.strip())
                 if not argv or argv[0] not in ("longnet_train", "longnet_predict", "longnet_evaluate", "longnet_demo"):

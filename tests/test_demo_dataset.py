@@ -92,7 +92,7 @@ def test_structures_grow_and_score_declines(demo):
 
 
 def test_only_dataset_cli(tmp_path):
-    from longnet.cli.demo import main
+    from longnet.demo.main import main
 
     assert main(["--only-dataset", "--quick", "--out", str(tmp_path / "o"), "--seed", "1"]) == 0
     raw = RawDataset(tmp_path / "o" / "Dataset990_LongDemo")

@@ -30,7 +30,7 @@ def _cpu_seconds() -> float:
 
 
 def test_demo_quick_end_to_end(tmp_path, capsys):
-    from longnet.cli.demo import main
+    from longnet.demo.main import main
 
     out = tmp_path / "demo"
     t0, cpu0 = time.time(), _cpu_seconds()

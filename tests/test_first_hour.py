@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_refuses_unknown_recipe_names_at_once(tmp_path, capsys):
-    from longnet.cli.demo import main
+    from longnet.demo.main import main
 
     t0 = time.perf_counter()
     assert main(["--out", str(tmp_path / "out"), "--trainers", "Nope"]) == 1
@@ -24,7 +24,7 @@ def test_demo_refuses_unknown_recipe_names_at_once(tmp_path, capsys):
 
 
 def test_demo_writes_outside_the_source_tree_by_default():
-    from longnet.cli.demo import DEFAULT_OUT, _parser
+    from longnet.demo.main import DEFAULT_OUT, _parser
 
     out = Path(_parser().parse_args([]).out).expanduser().resolve()
     assert out == DEFAULT_OUT.expanduser().resolve() and ROOT not in out.parents
@@ -32,7 +32,7 @@ def test_demo_writes_outside_the_source_tree_by_default():
 
 
 def test_only_dataset_prints_the_environment_lines(tmp_path, capsys):
-    from longnet.cli.demo import main
+    from longnet.demo.main import main
 
     assert main(["--only-dataset", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from longnet.data.augmentation import spatial_aug_config
-from longnet.data.longitudinal import (InterSubjectPairSampler, IntraSubjectPairSampler, LongitudinalIndex, PairDraw,
-                                       SequenceSampler, SubjectBatchSampler, fill_sparse, frozen_draws,
-                                       frozen_draws_path, paired_spatial_augment, random_crop_aligned)
+from longnet.data.longitudinal import LongitudinalIndex
+from longnet.data.longitudinal_sampling import (InterSubjectPairSampler, IntraSubjectPairSampler, PairDraw,
+    SequenceSampler, SubjectBatchSampler, fill_sparse, frozen_draws, frozen_draws_path)
+from longnet.data.longitudinal_geometry import paired_spatial_augment, random_crop_aligned
 from longnet.errors import DatasetError, LongnetError
 from longnet.io.storage import save_case
 
@@ -192,7 +193,8 @@ def test_frozen_draws_identical_across_epochs_and_processes(index, tmp_path):
     assert json.loads(path.read_text())["draws"][0]["kind"] == "sequence"
     # a fresh process drawing into its own file gets the same draws (no hash-order or global-RNG dependence)
     other = tmp_path / "other.json"
-    code = ("import sys; from longnet.data.longitudinal import LongitudinalIndex, SequenceSampler, frozen_draws; "
+    code = ("import sys; from longnet.data.longitudinal import LongitudinalIndex; "
+            "from longnet.data.longitudinal_sampling import SequenceSampler, frozen_draws; "
             f"idx = LongitudinalIndex(sys.argv[1], {IDENT!r}); "
             "frozen_draws(SequenceSampler(idx, 3, mask_prob=0.5), 12, seed=123, path=sys.argv[2])")
     subprocess.run([sys.executable, "-c", code, str(index.folder), str(other)], check=True, cwd=REPO,

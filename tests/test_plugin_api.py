@@ -56,7 +56,7 @@ def test_plugin_api_doc_lists_the_trainer_hooks_in_call_order():
     base_hooks = {n for n in vars(Trainer) if not n.startswith("_") and callable(getattr(Trainer, n))
                   and (vars(Trainer)[n].__doc__ or "").strip()} - {"setup", "initialize", "run_training",
                                                                      "run_validation_only", "load_network_weights",
-                                                                     "check_requirements", "print",
+                                                                     "check_requirements", "print", "log",
                                                                      "make_batch_iterator", "run_title"}
     from longnet.training.prediction_contract import PredictionContract
 

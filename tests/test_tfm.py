@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from longnet.cli.train import main as train_main
-from longnet.data.longitudinal import LongitudinalIndex, SequenceDraw, fill_sparse
+from longnet.data.longitudinal import LongitudinalIndex
+from longnet.data.longitudinal_sampling import SequenceDraw, fill_sparse
 from longnet_tfm.data import SequenceBatchBuilder, minmax_per_channel
 from longnet_tfm.flow import (broadcast_target, exact_ot_permutation, fold_slots, interpolate, reduce_slots,
                               unfold_slots)

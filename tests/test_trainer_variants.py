@@ -10,6 +10,7 @@ import torch
 
 from longnet.cli.train import main as train_main
 from longnet.data.augmentation import validation_transforms
+from longnet import registry
 from longnet.errors import LongnetError
 from longnet.inference.predictor import Predictor
 from longnet.registry import get_trainer
@@ -81,7 +82,7 @@ def test_variants_longnet_does_not_provide_say_why():
         get_trainer("nnUNetTrainerDA5")
     with pytest.raises(LongnetError, match="adan-pytorch"):
         get_trainer("nnUNetTrainerAdan1en3")
-    assert not set(variants.NOT_PROVIDED) & set(variants.variant_names())
+    assert not set(registry.NOT_PROVIDED) & set(variants.variant_names())
 
 
 def test_epoch_variants_and_explicit_epochs_wins(tiny):

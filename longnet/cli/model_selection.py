@@ -53,7 +53,7 @@ def build_find_best_parser() -> argparse.ArgumentParser:
 @cli_main
 def main_accumulate(argv: Sequence[str] | None = None) -> int:
     args = build_accumulate_parser().parse_args(argv)  # before the imports: -h answers at once
-    from longnet.evaluation.crossval import accumulate_cv_results, crossval_folder
+    from longnet.workflow.crossval import accumulate_cv_results, crossval_folder
     from longnet.evaluation.nnunet_summary import foreground_dice
     from longnet.paths import dataset_name_from_id, results_root
 
@@ -74,7 +74,7 @@ def main_accumulate(argv: Sequence[str] | None = None) -> int:
 @cli_main
 def main_find_best(argv: Sequence[str] | None = None) -> int:
     args = build_find_best_parser().parse_args(argv)  # before the imports: -h answers at once
-    from longnet.evaluation.find_best import find_best_configuration, models_to_consider
+    from longnet.workflow.find_best import find_best_configuration, models_to_consider
     from longnet.paths import dataset_name_from_id
 
     for flag, values in (("-tr", args.trainers), ("-p", args.plans), ("-c", args.configurations)):

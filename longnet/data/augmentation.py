@@ -121,7 +121,7 @@ def spatial_transforms(patch_size: list[int], aug: SpatialAugConfig, p_rotation:
                        scaling: tuple[float, float] = NNUNET_RECIPE.scaling) -> list[BasicTransform]:
     """nnU-Net's rotation/scaling step that cuts the final patch from the centre of the enlarged one.
 
-    Shared by `training_transforms` and `longnet.data.longitudinal.paired_spatial_augment` so segmentation
+    Shared by `training_transforms` and `longnet.data.longitudinal_geometry.paired_spatial_augment` so segmentation
     and longitudinal trainers use one spatial recipe (the latter on visits stacked along the channel axis).
     """
     t: list[BasicTransform] = []

@@ -148,20 +148,4 @@ class LongitudinalIndex:
 def _is_nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
-
-def __getattr__(name: str):
-    """The geometry helpers need torch and batchgeneratorsv2; import them only when asked for."""
-    if name in ("random_crop_aligned", "paired_spatial_augment"):
-        from longnet.data import longitudinal_geometry
-
-        return getattr(longitudinal_geometry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-from longnet.data.longitudinal_sampling import (  # noqa: E402
-    InterSubjectPairSampler, IntraSubjectPairSampler, PairDraw, SequenceDraw, SequenceSampler, SubjectBatchSampler,
-    fill_sparse, frozen_draws, frozen_draws_path)
-
-__all__ = ["LongitudinalIndex", "VisitInfo", "PairDraw", "SequenceDraw", "IntraSubjectPairSampler",
-           "InterSubjectPairSampler", "SequenceSampler", "SubjectBatchSampler", "fill_sparse", "frozen_draws",
-           "frozen_draws_path", "random_crop_aligned", "paired_spatial_augment"]
+__all__ = ["LongitudinalIndex", "VisitInfo"]

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longnet.dataset.case_names import check_case_id_collisions
+from longnet.io.case_names import check_case_id_collisions
 from longnet.dataset.labels import LabelManager
 from longnet.dataset.readers import NaturalImage2DIO
 from longnet.dataset.stray_files import refuse_stray_files

@@ -20,7 +20,7 @@ from longnet.dataset.reader_choice import (check_channel_count, raw_dataset_dime
 from longnet.dataset.readers import ImageReaderWriter, props_mismatch
 from longnet.errors import DatasetError
 from longnet.dataset.raw import RawDataset
-from longnet.preprocessing.cropping import crop_to_nonzero
+from longnet.imaging.cropping import crop_to_nonzero
 
 FOREGROUND_SAMPLE_BUDGET = 10e7
 PERCENTILES = (0.5, 50.0, 99.5)

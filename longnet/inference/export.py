@@ -75,7 +75,7 @@ def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configur
     """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default).
     float16 logits (fp16 tile sums, what nnU-Net hands to its export) are resampled into float16 as nnU-Net does:
     that rounding decides near-ties of the argmax. Returned as float32 either way."""
-    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+    from longnet.imaging.resampling import resample_data_or_seg_to_shape
 
     half = _is_half(logits)
     logits = _as_numpy(logits)
@@ -90,7 +90,7 @@ def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, conf
                            label_manager: LabelManager) -> np.ndarray | None:
     """Resample the logits and take the argmax (or paint regions) where they are (the GPU), so only a small label
     map crosses to the host; None when the plan's resampling has no torch equivalent (then use `convert_logits`)."""
-    from longnet.preprocessing.resampling import resample_logits_torch
+    from longnet.imaging.resampling import resample_logits_torch
 
     target_shape, current_spacing, original_spacing, kwargs = _resampling_back(props, plans, configuration)
     resampled = resample_logits_torch(logits, target_shape, current_spacing, original_spacing,

@@ -11,7 +11,7 @@ from pathlib import Path
 import blosc2
 import numpy as np
 
-from longnet.dataset.case_names import case_file_name
+from longnet.io.case_names import case_file_name
 from longnet.errors import DatasetError
 from longnet.utils.files import atomic_path, load_json, save_json
 
@@ -67,7 +67,7 @@ def load_array(path: str | Path, mmap: bool = False) -> np.ndarray:
 
 
 def case_paths(folder: str | Path, case_id: str) -> dict[str, Path]:
-    folder = Path(folder)  # names from longnet.dataset.case_names, which refuses ids whose files would collide
+    folder = Path(folder)  # names from longnet.io.case_names, which refuses ids whose files would collide
     return {role: folder / case_file_name(case_id, role) for role in ("data", "seg", "locations", "props")}
 
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from longnet.planning.network import build_network_from_architecture
 from longnet.planning.topology import pool_and_conv_props
-from longnet.preprocessing.normalization import scheme_for_channel
-from longnet.preprocessing.resampling import ANISO_THRESHOLD, compute_new_shape
+from longnet.imaging.normalization import scheme_for_channel
+from longnet.imaging.resampling import ANISO_THRESHOLD, compute_new_shape
 
 
 class PlannerBase:

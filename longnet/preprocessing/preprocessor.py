@@ -6,9 +6,9 @@ import numpy as np
 
 from longnet.dataset.labels import LabelManager
 from longnet.planning.plans import Plans
-from longnet.preprocessing.cropping import crop_to_nonzero
-from longnet.preprocessing.normalization import get_scheme
-from longnet.preprocessing.resampling import compute_new_shape, resample_data_or_seg_to_shape
+from longnet.imaging.cropping import crop_to_nonzero
+from longnet.imaging.normalization import get_scheme
+from longnet.imaging.resampling import compute_new_shape, resample_data_or_seg_to_shape
 
 FOREGROUND_SAMPLES = 10000
 MIN_FOREGROUND_COVERAGE = 0.01

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from longnet.dataset.case_names import PLAN_FINGERPRINT_FILE, case_file_name
+from longnet.io.case_names import PLAN_FINGERPRINT_FILE, case_file_name
 from longnet.dataset.raw import RawDataset
 from longnet.fingerprint.extractor import check_finite, load_checked_seg, parallel_map, read_checked_images
 from longnet.errors import LongnetError
 from longnet.planning.plans import Plans
 from longnet.preprocessing.alignment import align_visit, alignment_mode, save_transform
-from longnet.preprocessing.cropping import union_bbox
+from longnet.imaging.cropping import union_bbox
 from longnet.preprocessing.preprocessor import preprocess_case
 from longnet.io.storage import case_is_complete, case_paths, list_cases, save_case
 from longnet.utils.files import load_json, remove_stale_temp_files, save_json

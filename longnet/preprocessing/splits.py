@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sklearn.model_selection import KFold
 
-from longnet.dataset.case_names import DERIVED_INPUTS_FILE
+from longnet.io.case_names import DERIVED_INPUTS_FILE
 from longnet.errors import DatasetError
 from longnet.utils.files import load_json, save_json
 

@@ -68,7 +68,7 @@ def write_next_stage(trainer, case: str, logits: torch.Tensor, props: dict, dest
     """Resample this stage's logits onto the next stage's preprocessed array of `case` and store the argmax
     there (nnU-Net: probability resampling with this stage's spacing as both source and target spacing)."""
     from longnet.inference.export import label_dtype, logits_to_segmentation
-    from longnet.preprocessing.resampling import resample_data_or_seg_to_shape
+    from longnet.imaging.resampling import resample_data_or_seg_to_shape
     from longnet.io.storage import save_array
 
     nxt_name = dest_folder.name

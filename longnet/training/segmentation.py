@@ -44,10 +44,12 @@ class nnUNetTrainer(Trainer):
     best_metric = "mean_fg_dice"
     best_metric_mode = "max"
     prediction_task = "segmentation"
+    augmentation_on_device_possible = True  # False: batches cannot be augmented after the transfer (no --augmentation)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_segmentation_arguments(parser)  # declared apart from torch so `longnet_train -h` is instant
+        # declared apart from torch so `longnet_train -h` is instant
+        add_segmentation_arguments(parser, cls.augmentation_on_device_possible)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

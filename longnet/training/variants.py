@@ -22,34 +22,6 @@ from longnet.training.segmentation import nnUNetTrainer
 EPOCH_COUNTS = (1, 5, 10, 20, 50, 100, 250, 500, 750, 2000, 4000, 8000)
 EPOCH_COUNTS_NO_MIRRORING = (250, 2000, 4000, 8000)
 
-# nnU-Net variants longnet does not ship, with the reason (shown when one is asked for by name)
-NOT_PROVIDED = {
-    **{n: "its heavier DA5 augmentation is not implemented in longnet" for n in (
-        "nnUNetTrainerDA5", "nnUNetTrainerDA5ord0", "nnUNetTrainerDA5Segord0", "nnUNetTrainerDA5_10epochs",
-        "nnUNetTrainer_onlyMirror01_DA5")},
-    **{n: "nearest-neighbour segmentation interpolation in augmentation is not implemented in longnet" for n in (
-        "nnUNetTrainer_DASegOrd0", "nnUNetTrainer_DASegOrd0_NoMirroring", "nnUNetTrainer_onlyMirror01_DASegOrd0")},
-    **{n: "the Adan optimiser needs adan-pytorch, which longnet does not depend on" for n in (
-        "nnUNetTrainerAdan", "nnUNetTrainerAdan1en3", "nnUNetTrainerAdan3en4", "nnUNetTrainerAdan1en1",
-        "nnUNetTrainerAdanCosAnneal")},
-    **{n: "top-k cross-entropy losses are not implemented in longnet" for n in (
-        "nnUNetTrainerTopk10Loss", "nnUNetTrainerTopk10LossLS01", "nnUNetTrainerDiceTopK10Loss")},
-    "nnUNetTrainer_warmup": "its per-iteration warm-up schedule is not implemented in longnet",
-    "nnUNetTrainerBenchmark_5epochs": "benchmark trainers are not provided (time a run with --epochs 5)",
-    "nnUNetTrainerBenchmark_5epochs_noDataLoading": "benchmark trainers are not provided",
-    "nnUNetTrainer_Primus_S": "Primus (transformer) networks are not provided by longnet",
-    "nnUNetTrainer_Primus_B": "Primus (transformer) networks are not provided by longnet",
-    "nnUNetTrainer_Primus_M": "Primus (transformer) networks are not provided by longnet",
-    "nnUNetTrainer_Primus_L": "Primus (transformer) networks are not provided by longnet",
-}
-
-
-def not_provided_reason(name: str) -> str | None:
-    """Why an nnU-Net variant name is not available in longnet (None for names nnU-Net does not ship)."""
-    reason = NOT_PROVIDED.get(name)
-    return f"{name} is an nnU-Net variant that longnet does not provide: {reason}" if reason else None
-
-
 # ---------------------------------------------------------------------------------------------- augmentation
 class nnUNetTrainerNoMirroring(nnUNetTrainer):
     """No mirroring, neither in training augmentation nor as test-time augmentation."""

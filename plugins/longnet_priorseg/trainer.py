@@ -72,7 +72,8 @@ def build_prior_network(kind: str, architecture: dict, channels_per_visit: int, 
 class PriorConcatTrainer(nnUNetTrainer):
     """Segmentation of a visit conditioned on an earlier visit of the same subject (channel concatenation)."""
 
-    requirements = Requirements(labels="some")
+    requirements = Requirements(labels="some", aligned_visits=True)
+    augmentation_on_device_possible = False  # the visit pair is augmented per sample on the CPU
     option_ranges = {"lr": POSITIVE_FLOAT}
     prediction_task = "longitudinal_segmentation"
     network_kind = "concat"

@@ -14,7 +14,7 @@ import shutil
 from typing import Sequence
 
 from longnet.errors import LongnetError
-from longnet.evaluation.crossval import accumulate_cv_results, crossval_folder, folds_name, reference_folder
+from longnet.workflow.crossval import accumulate_cv_results, crossval_folder, folds_name, reference_folder
 from longnet.evaluation.inference_instructions import instruction_lines, write_instructions
 from longnet.evaluation.nnunet_summary import evaluate_to_summary, foreground_dice, load_summary
 from longnet.evaluation.selection_longitudinal import candidate_consistency, consistency_text, load_subjects

@@ -129,9 +129,10 @@ def _names(trainers: list[str]) -> str:
 def print_environment(raw: Path, preprocessed: Path, results: Path, dataset_name: str) -> None:
     """The shell lines that point longnet's commands at the demo's data, so the README's examples run on it."""
     q = lambda p: shlex.quote(str(p))  # noqa: E731
-    print("\nto run the README's examples on this data (they run in the raw dataset folder):\n"
+    print("\nto run the README's examples on this data (they run in the raw dataset folder and write their "
+          "predictions under $P):\n"
           f"  export LONGNET_RAW={q(raw)} LONGNET_PREPROCESSED={q(preprocessed)} LONGNET_RESULTS={q(results)}\n"
-          f"  export R=$LONGNET_RESULTS/{dataset_name}\n"
+          f"  export R=$LONGNET_RESULTS/{dataset_name} P={q(Path(results).parent / 'examples')}\n"
           f"  cd {q(raw / dataset_name)}")
 
 
