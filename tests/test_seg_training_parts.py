@@ -123,3 +123,15 @@ def test_batch_dice_under_ddp_is_the_global_batch_dice(tmp_path):
         assert torch.allclose(got["loss"], ref.detach(), atol=1e-6)
         # DDP averages gradients over ranks; the all-reduce's backward sums them, so rank grads = world × ref grad
         assert torch.allclose(got["grad"][0] / 2, whole.grad[rank], atol=1e-6)
+
+
+def test_final_validation_line_explains_an_undefined_mean():
+    from longnet.dataset.labels import LabelManager
+    from longnet.training.seg_validation import _dice_line
+
+    lm = LabelManager.from_dataset_json({"labels": {"background": 0, "ventricles": 1, "lesion": 2}})
+    nan = float("nan")
+    line = _dice_line({"foreground_mean": {"Dice": nan}, "mean": {"1": {"Dice": 0.9}, "2": {"Dice": nan}}}, lm)
+    assert "label 2 (lesion) is in neither reference nor prediction" in line and "other labels 0.9000" in line
+    assert _dice_line({"foreground_mean": {"Dice": 0.8}, "mean": {"1": {"Dice": 0.9}, "2": {"Dice": 0.7}}}, lm) \
+        == "mean foreground Dice 0.8000"

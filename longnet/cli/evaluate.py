@@ -386,9 +386,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output(out, args.gt)
     summary = run(args)
     save_json(summary, out, sort_keys=args.task == "segmentation")  # nnU-Net sorts summary.json's keys
-    fg = summary.get("foreground_mean", {}).get("Dice")
-    print(f"wrote {out}" + (f" (mean foreground Dice {fg:.4f})" if fg is not None else ""))
+    headline = _headline(summary)
+    print(f"wrote {out}" + (f" ({headline})" if headline else ""))
     return 0
+
+
+_HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "macro_F1", "AUROC", "MCCD", "between_subject_distance",
+                  "MCCD_over_between", "NRMSE", "SSIM", "MAE_days", "spearman")
+
+
+def _headline(summary: dict) -> str:
+    """The few numbers a user looks for first, whatever the task (all of them are in the file)."""
+    parts = []
+    fg = summary.get("foreground_mean", {}).get("Dice")
+    if fg is not None:
+        parts.append(f"mean foreground Dice {fg:.4f}")
+    lesions = (summary.get("lesions") or {}).get("overall")
+    if lesions:
+        parts.append(f"{summary['lesions']['label']} detection F1 {lesions['F1']:.3f}, new-lesion recall "
+                     f"{lesions['new_lesion_recall']:.3f} ({lesions['n_new_ref']} new)")
+    flat = {**summary, **(summary.get("metrics") or {}), **(summary.get("mean") or {})}
+    parts += [f"{k} {flat[k]:.4f}" for k in _HEADLINE_KEYS if isinstance(flat.get(k), (int, float))]
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,24 @@ def visit_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | 
 
 
 # ---------------------------------------------------------------------------- folders
+DEFINITIONS = {
+    "lesions": "connected components of the lesion mask (full connectivity: 26 neighbours in 3D)",
+    "detection": f"TP = predicted component with at most {GAMMA:.0%} of its voxels outside reference lesions, "
+                 f"FP = the other predicted components; a reference lesion is detected (detected_ref) when TP "
+                 f"components cover at least {ALPHA:.0%} of it, else it is a FN; precision = TP / n_pred, "
+                 "recall = detected_ref / n_ref",
+    "new_lesions": "a reference lesion of visit t+1 that overlaps no reference lesion of visit t (compared in "
+                   "physical space, no registration); new_detected / new_pred_correct follow the detection rules",
+    "volumes": "mm³; volume_error = predicted − reference (signed), abs_volume_error and relative_volume_error "
+               "(= |error| / reference) unsigned; ASPC = symmetric percent change between consecutive visits",
+    "aggregation": "per_patient and overall pool the lesion counts before computing precision, recall and F1; "
+                   "Dice, NSD, ASSD, HD95 and the volume errors are means over visits, ASPC terms means over "
+                   "consecutive visit pairs, each skipping undefined (NaN) values",
+    "undefined": "NaN: precision without predicted lesions, recall without reference lesions, F1 without "
+                 "either, new-lesion scores without new lesions (on either side), Dice and surface metrics "
+                 "when both masks are empty (NSD 0 and ASSD/HD95 NaN when one is), ASPC when both volumes are 0 "
+                 "(a model that finds no lesion at two visits has no ASPC: see F1 and recall for such failures)",
+}
 _COUNT_KEYS = ("n_pred", "n_ref", "TP", "FP", "detected_ref", "FN")
 _NEW_KEYS = ("n_new_ref", "new_detected", "n_new_pred", "new_pred_correct")
 _MEAN_KEYS = ("Dice", "NSD", "ASSD", "HD95", "volume_error", "abs_volume_error", "relative_volume_error")
@@ -285,9 +303,6 @@ def lesion_summary(gt_dir: str | Path, pred_dir: str | Path, subjects: Mapping[s
     if not per_visit:
         raise LongnetError("no visit of the patients file has both a prediction and a reference", pred_dir)
     return {"label": name, "label_values": list(values), "tolerance_mm": float(tolerance_mm),
-            "definitions": "lesions = connected components (full connectivity); TP = predicted component with at "
-                           f"most {GAMMA:.0%} of its voxels outside reference lesions; a reference lesion is "
-                           f"detected when TP components cover at least {ALPHA:.0%} of it; new = reference lesion "
-                           "of visit t+1 overlapping none of visit t (see longnet/evaluation/lesions.py)",
+            "definitions": DEFINITIONS,
             "per_visit": per_visit, "per_patient": per_patient,
             "overall": _block(list(per_visit.values()), all_pairs)}

@@ -105,6 +105,9 @@ def run_final_validation(trainer) -> Path:
     val_dir = trainer.output_folder / "validation"
     val_dir.mkdir(parents=True, exist_ok=True)
     cases = trainer._labelled_cases(trainer.val_cases)
+    if len(cases) < len(trainer.val_cases):
+        trainer.print(f"final validation: {len(cases)} labelled of {len(trainer.val_cases)} validation cases "
+                      f"({len(trainer.val_cases) - len(cases)} without labels are skipped)")
     predictor = Predictor.from_trainer(trainer, use_mirroring=not trainer.options.get("no_validation_mirroring"))
     reader = CaseReader(trainer.data_folder)
     gt_dir = trainer.preprocessed_dataset_folder / "gt_segmentations"
@@ -138,6 +141,21 @@ def run_final_validation(trainer) -> Path:
     for entry in summary["metric_per_case"]:
         trainer.print(f"validation {Path(str(entry['reference_file'])).name}: " + ", ".join(
             f"{k} Dice {v['Dice']:.4f}" for k, v in entry["metrics"].items()))
-    trainer.print(f"final validation on {len(cases)} case(s): mean foreground Dice "
-                  f"{summary['foreground_mean'].get('Dice', float('nan')):.4f}")
+    trainer.print(f"final validation on {len(cases)} case(s): {_dice_line(summary, lm)}")
     return val_dir / "summary.json"
+
+
+def _dice_line(summary: dict, label_manager) -> str:
+    """The mean foreground Dice, and why it is undefined when it is: nnU-Net's mean is NaN as soon as one label
+    is absent from every validation case (its Dice is undefined there), so the defined labels' mean follows."""
+    fg = summary["foreground_mean"].get("Dice", float("nan"))
+    means = {k: v.get("Dice", float("nan")) for k, v in summary.get("mean", {}).items()}
+    undefined = [k for k, v in means.items() if v != v]
+    if fg == fg or not undefined:
+        return f"mean foreground Dice {fg:.4f}"
+    names = {str(v): k for k, v in label_manager.labels.items() if isinstance(v, int)}
+    absent = ", ".join(f"{k} ({names[k]})" if k in names else k for k in undefined)
+    defined = [v for v in means.values() if v == v]
+    rest = f"; mean over the other labels {sum(defined) / len(defined):.4f}" if defined else ""
+    return (f"mean foreground Dice nan: label {absent} is in neither reference nor prediction of any validation "
+            f"case (Dice undefined, as in nnU-Net's summary){rest}")
