@@ -199,12 +199,23 @@ def _class_docs(path: Path) -> dict[str, str]:
     return {node.name: _first_line(ast.get_docstring(node)) for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
+def _generated_description(name: str) -> str:
+    """nnU-Net's epoch-count variants are generated classes (no source to read): describe them from the name."""
+    import re
+
+    m = re.fullmatch(r"nnUNetTrainer_(\d+)epochs?(_NoMirroring)?", name)
+    if m is None:
+        return ""
+    return f"nnUNetTrainer{'NoMirroring' if m.group(2) else ''} for {m.group(1)} epoch{'s' if m.group(1) != '1' else ''}."
+
+
 def static_description(ep) -> str:
     """The first docstring line of an entry point's class read from its source without importing the plugin
     (so listing plugins does not import torch); '' when the object is not a plain class of that module."""
     module, _, attr = str(ep.value).partition(":")
     path = _module_source(module.strip())
-    return _class_docs(path).get(attr.strip(), "") if path is not None else ""
+    found = _class_docs(path).get(attr.strip(), "") if path is not None else ""
+    return found or _generated_description(attr.strip())
 
 
 def list_plugins(group: str | None = None, load: bool = True) -> list[PluginInfo]:

@@ -132,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["pretrained_weights"] = str(path)
     if args.num_gpus < 1:
         raise LongnetError(f"--num-gpus must be >= 1, got {args.num_gpus}")
+    from longnet.paths import preprocessed_root, results_root
+
+    preprocessed_root(), results_root()  # an unset folder is the first thing to fix, before any schedule advice
     _warn_long_cpu_schedule(trainer_cls, args)
     req = TrainRequest(dataset=args.dataset, configuration=args.configuration, fold=parse_fold(args.fold),
                        trainer_name=args.trainer, plans_name=args.plans, device=args.device, resume=args.c,

@@ -258,6 +258,11 @@ class STAMPProbeTrainer(Trainer):
         target = np.concatenate([o["target"] for o in outputs])
         self.threshold = best_threshold(target, prob)
         m = classification_metrics(target, prob, self.threshold)
+        classes = sorted({int(t) for t in target.reshape(-1)})
+        if len(classes) < 2 and not getattr(self, "_one_class_noted", False):
+            self._one_class_noted = True
+            self.print(f"validation visits of fold {self.fold} hold only {self.target}={classes[0] if classes else '-'}"
+                       f": AUROC is undefined (nan) here; the best checkpoint follows val_loss")
         self._last_val = {"metrics": m, "threshold": self.threshold, "n": int(len(target))}
         return {"val_loss": float(np.mean([o["loss"] for o in outputs])), "val_AUROC": m["AUROC"],
                 "val_balanced_accuracy": m["balanced_accuracy"]}
