@@ -27,9 +27,13 @@ def test_visit_interval_plugin_trains_predicts_evaluates(install_example, tmp_pa
     torch.set_num_threads(1)
     raw = generate_demo_dataset(tmp_path / "raw", 4, 2, (16, 20, 16), seed=5, min_visits=3, max_visits=3)
     assert main_plan_and_preprocess(["-d", "990", "-c", "3d_fullres", "-np", "1"]) == 0
+    assert train_main(["990", "3d_fullres", "all", "-tr", "VisitIntervalTrainer", "--batch-size", "0"]) == 1
+    assert "--batch-size must be an integer >= 1, got 0" in capsys.readouterr().err  # its typed options' range
     assert train_main(["990", "3d_fullres", "all", "-tr", "VisitIntervalTrainer", "--epochs", "2",
-                       "--iters-per-epoch", "3", "-device", "cpu"]) == 0
+                       "--iters-per-epoch", "3", "-device", "cpu", "--lr", "2e-3"]) == 0
     assert "epoch 1: train_loss" in capsys.readouterr().out
+    ckpt = torch.load(next((tmp_path / "results").rglob("checkpoint_final.pth")), weights_only=True)
+    assert ckpt["trainer_options"] == {"lr": 2e-3, "batch_size": 4}
     out = tmp_path / "pred"
     assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-d", "990", "-c", "3d_fullres", "-tr",
                          "VisitIntervalTrainer", "-f", "all", "--patients", str(raw / "patientsTs.json"),

@@ -71,3 +71,61 @@ def test_final_validation_skipped_when_disabled(tmp_path):
     t = _trainer(tmp_path, "epoch", {"disable_final_validation": True})
     t.run_training()
     assert t.final_validation_calls == 0
+
+
+class StreamsToy(ToyTrainer):
+    """Two named streams taken at different rates: `a` every step, `b` every third step."""
+
+    num_epochs, num_iterations_per_epoch, save_every = 3, 4, 1
+
+    def __init__(self, *args, stop_after_epoch: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[str, float]] = []
+        self.stop_after_epoch = stop_after_epoch
+
+    def train_loader(self):
+        def draw(rng):
+            return {"x": torch.tensor(float(rng.random()))}
+
+        a = self.make_batch_iterator(draw, "a", num_workers=0)
+        b = self.make_batch_iterator(draw, "b", num_workers=0)
+
+        def interleaved():
+            step = self.num_optimizer_steps
+            while True:
+                batch = {"a": next(a)["x"]}
+                if step % 3 == 0:
+                    batch["b"] = next(b)["x"]
+                step += 1
+                yield batch
+        return interleaved()
+
+    def training_step(self, batch: dict) -> dict:
+        self.seen += [(k, round(float(v), 8)) for k, v in sorted(batch.items())]
+        return {"loss": self.network.weight.sum() * 0.0 + self.network(torch.ones(1, 3)).pow(2).mean()}
+
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        if epoch == self.stop_after_epoch:
+            self._stop_requested = True  # as a SIGTERM would: checkpoint_latest.pth, then stop
+
+
+def test_named_streams_resume_where_they_stopped(tmp_path):
+    from longnet.training.trainer import TrainingInterrupted
+
+    def make(folder, **kw):
+        t = StreamsToy(tiny_plans(), "3d_fullres", 0, {"channel_names": {"0": "x"}, "labels": {"background": 0,
+                       "a": 1}}, "cpu", {}, **kw)
+        t.setup(None, folder, [], [], verbose=False)
+        return t
+
+    whole = make(tmp_path / "whole")
+    whole.run_training()
+    first = make(tmp_path / "split", stop_after_epoch=0)
+    with pytest.raises(TrainingInterrupted):
+        first.run_training()
+    second = make(tmp_path / "split")
+    second.run_training(resume=True)
+    assert first.seen + second.seen == whole.seen
+    assert sum(1 for k, _ in whole.seen if k == "b") == 4  # steps 0, 3, 6, 9 of 12
+    ckpt = torch.load(tmp_path / "whole" / "checkpoint_final.pth", weights_only=True)
+    assert ckpt["stream_positions"] == {"a": 12, "b": 4}

@@ -77,3 +77,30 @@ def test_output_tasks():
         BUILTIN_TASKS["none"].evaluator()
     with pytest.raises(LongnetError, match="unknown task 'nope'"):
         get_task("nope")
+
+
+def test_typed_options_generate_flags_hold_defaults_and_check_ranges():
+    import argparse
+    from dataclasses import dataclass
+
+    from longnet.training.options import POSITIVE_INT, add_option_arguments, option, parse_options
+
+    @dataclass(frozen=True)
+    class Opts:
+        steps: int = option(10, "solver steps", range=POSITIVE_INT)
+        method: str = option("euler", "solver", choices=("euler", "rk4"))
+        exact: bool = option(False, "exact pairing")
+        seed: int = 0  # not an option field: no flag
+
+    parser = argparse.ArgumentParser()
+    add_option_arguments(parser, Opts)
+    text = parser.format_help()
+    assert "--steps STEPS" in text and "solver steps (default 10)" in text and "--exact" in text
+    assert "--seed" not in text
+    given = vars(parser.parse_args(["--method", "rk4"]))
+    assert parse_options(Opts, given) == Opts(10, "rk4", False, 0)  # not given -> the one default
+    assert parse_options(Opts, {"steps": 0.0 + 3}).steps == 3
+    with pytest.raises(LongnetError, match="--steps must be an integer >= 1, got 0"):
+        parse_options(Opts, {"steps": 0})
+    with pytest.raises(LongnetError, match="--method must be one of euler, rk4"):
+        parse_options(Opts, {"method": "dopri"})

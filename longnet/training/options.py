@@ -72,3 +72,56 @@ def option_value(options: Mapping[str, Any], key: str, default: Any) -> Any:
     """options[key] unless it is missing or None (explicit 0 stays 0, unlike `options.get(key) or default`)."""
     value = options.get(key)
     return default if value is None else value
+
+
+# ---------------------------------------------------------------------------- typed options
+def option(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
+           range: OptionRange | None = None, metavar: str | None = None) -> Any:
+    """One field of a trainer's options dataclass: its default (held here once), help text, range or choices.
+    The command-line flag is `--field-name` unless `flag` says otherwise; a bool field becomes a switch."""
+    from dataclasses import field
+
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "range": range,
+                                            "metavar": metavar})
+
+
+def _fields(options_cls: type) -> list:
+    from dataclasses import fields
+
+    return [f for f in fields(options_cls) if "help" in f.metadata]
+
+
+def add_option_arguments(parser, options_cls: type) -> None:
+    """Command-line flags generated from an options dataclass (values left None when not given, so the
+    dataclass default applies; `-h` shows that default)."""
+    for f in _fields(options_cls):
+        m = f.metadata
+        flag = m["flag"] or flag_of(f.name)
+        if f.type in (bool, "bool") or isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None,
+                                help=m["help"] + ("" if not f.default else " (default on)"))
+            continue
+        kind = {int: int, float: float}.get(type(f.default)) or (m["range"].kind if m["range"] else str)
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=m["choices"], metavar=m["metavar"],
+                            help=f"{m['help']} (default {f.default})")
+
+
+def parse_options(options_cls: type, options: Mapping[str, Any]) -> Any:
+    """The typed options of a run: given values (None = not given) over the dataclass defaults, ranges and
+    choices checked with one line naming the flag."""
+    values = {}
+    for f in _fields(options_cls):
+        value = options.get(f.name)
+        value = f.default if value is None else value
+        m = f.metadata
+        flag = m["flag"] or flag_of(f.name)
+        if value is None:  # an option whose default is "decided elsewhere" (e.g. the plans' patch size)
+            values[f.name] = None
+            continue
+        if m["range"] is not None and not m["range"].accepts(value):
+            raise LongnetError(f"{flag} must be {m['range'].describe()}, got {value!r}")
+        if m["choices"] is not None and value not in m["choices"]:
+            raise LongnetError(f"{flag} must be one of {', '.join(map(str, m['choices']))}, got {value!r}")
+        values[f.name] = type(f.default)(value) if isinstance(f.default, (int, float)) and not isinstance(
+            f.default, bool) else value
+    return options_cls(**values)

@@ -30,7 +30,8 @@ from longnet.training import runtime
 from longnet.io.checkpoints import load_pretrained_weights
 from longnet.training.distributed import DistContext
 from longnet.training.logger import TrainingLogger
-from longnet.training.options import CORE_OPTION_RANGES, OptionRange, option_value
+from longnet.training.options import (CORE_OPTION_RANGES, OptionRange, add_option_arguments, option_value,
+                                      parse_options)
 from longnet.training.options import check_options as check_option_ranges
 from longnet.training.prediction_contract import PredictionContract
 from longnet.training.requirements import Requirements, alignment_warning, check_requirements
@@ -57,6 +58,9 @@ class Trainer(PredictionContract, TrainerStateMixin):
     inference_allowed_mirroring_axes: tuple[int, ...] | None = None
     # numeric options and their ranges; subclasses add their own (merged along the class hierarchy)
     option_ranges: ClassVar[dict[str, OptionRange]] = CORE_OPTION_RANGES
+    # a dataclass of `option(...)` fields: generates the trainer's flags, holds each default once, checks ranges;
+    # an instance with this run's values is `self.opts` (and is saved in checkpoints)
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, plans: Plans | dict, configuration: str, fold: int | str, dataset_json: dict,
                  device: str | torch.device = "cpu", options: dict | None = None):
@@ -72,6 +76,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
                           "dataset_json": dataset_json, "options": self.options}
         opt = self.options
         type(self).check_options(opt)  # in-process callers get the same range errors as longnet_train
+        self.opts = parse_options(type(self).options_class, opt) if type(self).options_class else None
         self.seed = int(option_value(opt, "seed", 12345))
         self.num_epochs = int(option_value(opt, "epochs", self.num_epochs))
         self.num_iterations_per_epoch = int(option_value(opt, "iters_per_epoch", self.num_iterations_per_epoch))
@@ -87,6 +92,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
         self._best_ema = self._ema = None
         self._resume_iteration, self._partial_outputs = 0, []
         self._step_logs: dict[str, Any] = {}
+        self._stream_positions: dict[str, int] = {}  # batches the loop has taken from each named stream
+        self._resumed_positions: dict[str, int] = {}  # ... as recorded by the checkpoint this run resumed from
         self._compiled = False
         self._compile_verified: set[str] = set()
         self._eager_network: nn.Module | None = None
@@ -107,10 +114,15 @@ class Trainer(PredictionContract, TrainerStateMixin):
         for klass in reversed(cls.__mro__):
             ranges.update(vars(klass).get("option_ranges", {}))
         check_option_ranges(options, ranges)
+        if cls.options_class is not None:
+            parse_options(cls.options_class, options)  # ranges and choices of the typed options
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add trainer-specific command-line options (their values arrive in `self.options`)."""
+        """Add trainer-specific command-line options (their values arrive in `self.options`); the default adds
+        the flags of `options_class`."""
+        if cls.options_class is not None:
+            add_option_arguments(parser, cls.options_class)
 
     def get_requirements(self) -> Requirements:
         """Requirements for this run; override when they depend on options (e.g. a `--score-column`)."""
@@ -212,15 +224,21 @@ class Trainer(PredictionContract, TrainerStateMixin):
 
     def make_batch_iterator(self, make_batch: Callable[[np.random.Generator], dict], stream: str = "train",
                             num_workers: int | None = None, start_index: int | None = None) -> Iterator[dict]:
-        """Seeded background loader positioned where this run (or the resumed one) continues."""
+        """Seeded background loader of a named stream (batch k depends on seed, rank, stream and k only). The base
+        counts the batches the loop takes from every stream and keeps the counts in checkpoints, so a resumed run
+        continues each stream where it stopped, however the trainer interleaves them."""
         if start_index is None:
+            start_index = self._resumed_positions.get(stream)
+        if start_index is None:  # checkpoints written before streams were counted
             start_index = {"train": self.current_epoch * self.num_iterations_per_epoch + self._resume_iteration,
                            "val": self.current_epoch * self.num_val_iterations_per_epoch}.get(stream, 0)
         if num_workers is None:
             n = default_num_workers()
             num_workers = n if stream == "train" else (max(1, n // 2) if n > 0 else 0)
-        return batch_iterator(make_batch, seed=self.seed, rank=self.dist.rank, stream=stream, start_index=start_index,
-                              num_workers=num_workers, pin_memory=self.device.type == "cuda")
+        self._stream_positions[stream] = int(start_index)
+        return _counted(batch_iterator(make_batch, seed=self.seed, rank=self.dist.rank, stream=stream,
+                                       start_index=start_index, num_workers=num_workers,
+                                       pin_memory=self.device.type == "cuda"), self._stream_positions, stream)
 
     # ================================================================= setup
     def setup(self, preprocessed_dataset_folder: str | Path | None, output_folder: str | Path | None,
@@ -490,6 +508,13 @@ class Trainer(PredictionContract, TrainerStateMixin):
             return local
         all_means = self.dist.all_gather_object(local)
         return {k: float(np.mean([m[k] for m in all_means if k in m])) for k in _keys(all_means)}
+
+
+def _counted(iterator: Iterator[dict], positions: dict[str, int], stream: str) -> Iterator[dict]:
+    """Yield from `iterator`, advancing positions[stream] by one per batch taken."""
+    for batch in iterator:
+        positions[stream] += 1
+        yield batch
 
 
 def _keys(dicts: list[dict]) -> list[str]:

@@ -4,6 +4,7 @@ Kept apart from the loop so the saved keys are easy to audit: everything is plai
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import longnet
@@ -40,6 +41,7 @@ class TrainerStateMixin:
             "logging": self.logger.state(),
             "current_epoch": int(next_epoch),
             "init_args": self.init_args,
+            "trainer_options": to_plain(dataclasses.asdict(self.opts)) if self.opts is not None else None,
             "trainer_name": self.trainer_name,
             "inference_allowed_mirroring_axes": list(axes) if axes is not None else None,
             "_best_ema": self._best_ema,
@@ -47,6 +49,7 @@ class TrainerStateMixin:
             "num_optimizer_steps": int(self.num_optimizer_steps),
             "rng_state": get_rng_state(),
             "_resume_iteration": int(resume_iteration),
+            "stream_positions": {k: int(v) for k, v in self._stream_positions.items()},
             "_partial_train_outputs": to_plain(partial or []),
             "extra": to_plain(self.checkpoint_extra()),
             "longnet_version": getattr(longnet, "__version__", "unknown"),
@@ -80,6 +83,7 @@ class TrainerStateMixin:
         self._ema = ckpt.get("_ema")
         self.num_optimizer_steps = int(ckpt.get("num_optimizer_steps", 0))
         self._resume_iteration = int(ckpt.get("_resume_iteration", 0))
+        self._resumed_positions = {str(k): int(v) for k, v in (ckpt.get("stream_positions") or {}).items()}
         self._partial_outputs = list(ckpt.get("_partial_train_outputs") or [])
         if ckpt.get("rng_state"):
             set_rng_state(ckpt["rng_state"])

@@ -76,7 +76,7 @@ class LongRepFinetuner(nnUNetTrainer):
         return opt, ConstantThenLinearLR(opt, self.num_epochs, float(o.get("lr_decay_start", 0.5)))
 
     # ------------------------------------------------------------------ data
-    def _pair_iterator(self, start_index: int):
+    def _pair_iterator(self):
         index = LongitudinalIndex(self.preprocessed_dataset_folder, self.configuration_manager.data_identifier,
                                   self.train_cases)
         try:
@@ -88,22 +88,19 @@ class LongRepFinetuner(nnUNetTrainer):
         local_bs, _ = split_batch(conf.batch_size, self.dist.world_size, self.dist.rank)
         aug = PairAugmentation(intensity=not self.options.get("no_intensity_aug"))
         maker = PairBatchMaker(index, sampler, conf.patch_size, local_bs, aug)
-        return self.make_batch_iterator(maker.make_batch, "pairs", start_index=start_index)
+        return self.make_batch_iterator(maker.make_batch, "pairs")
 
     def train_loader(self):
         if self.cs_mode == "off":
             return super().train_loader()
         cases = self.labelled_training_cases()
-        done = self.current_epoch * self.num_iterations_per_epoch + self._resume_iteration  # steps already run
+        done = self.num_optimizer_steps  # steps already run (the base resumes both streams where they stopped)
         if self.cs_mode == "sum":
-            labelled = self.make_batch_iterator(self._sampler(cases, train=True).make_batch, "train", start_index=done)
-            pairs = self._pair_iterator(done)
-            return ({**lab, "pair": pair} for lab, pair in zip(labelled, pairs))
-        # alternate: even global steps are labelled batches, odd ones pair batches (resume-exact)
-        labelled = self.make_batch_iterator(self._sampler(cases, train=True).make_batch, "train",
-                                            start_index=(done + 1) // 2)
-        pairs = self._pair_iterator(done // 2)
-        return _alternate(labelled, pairs, first_is_labelled=done % 2 == 0)
+            labelled = self.make_batch_iterator(self._sampler(cases, train=True).make_batch, "train")
+            return ({**lab, "pair": pair} for lab, pair in zip(labelled, self._pair_iterator()))
+        # alternate: even global steps are labelled batches, odd ones pair batches
+        labelled = self.make_batch_iterator(self._sampler(cases, train=True).make_batch, "train")
+        return _alternate(labelled, self._pair_iterator(), first_is_labelled=done % 2 == 0)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from longnet.api import (LongnetError, ModelFolder, Plans, alignment_mode, preprocess_case, read_image_files,
-    save_json, write_image)
+from longnet.api import (LongnetError, ModelFolder, Plans, alignment_mode, parse_options, preprocess_case,
+    read_image_files, save_json, write_image)
 from longnet_tfm.data import minmax_per_channel, time_gaps
 from longnet_tfm.flow import reduce_slots
 from longnet_tfm.inference import integrate_slots, sliding_network
@@ -65,11 +65,12 @@ def load_models(model: ModelFolder, folds: Sequence[str] | None, checkpoint_name
 
 
 def _settings(ckpt: dict, args: argparse.Namespace) -> dict:
-    opts = (ckpt.get("init_args") or {}).get("options") or {}
+    """The inference settings the model was trained with (its checkpoint), overridden by the command line."""
+    from longnet_tfm.trainer import TFMOptions
+
+    trained = parse_options(TFMOptions, (ckpt.get("init_args") or {}).get("options") or {})
     inf = (ckpt.get("extra") or {}).get("inference") or {}
-    out = {"n_context": int(inf.get("n_context") or opts.get("n_context") or 3),
-           "ode_method": inf.get("ode_method") or "euler", "ode_steps": int(inf.get("ode_steps") or 10),
-           "reduction": inf.get("reduction") or "mean"}
+    out = {k: inf.get(k, getattr(trained, k)) for k in ("n_context", "ode_method", "ode_steps", "reduction")}
     for k in ("ode_method", "ode_steps", "reduction"):
         if getattr(args, k, None) is not None:
             out[k] = getattr(args, k)

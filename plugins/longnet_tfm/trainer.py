@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -19,18 +20,49 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longnet.api import (LongitudinalIndex, LongnetError, Requirements, SequenceSampler, Trainer,
-    WarmupCosineScheduler, frozen_draws, frozen_draws_path, split_batch)
+from longnet.api import (NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, LongitudinalIndex,
+    LongnetError, OptionRange, Requirements, SequenceSampler, Trainer, WarmupCosineScheduler, frozen_draws,
+    frozen_draws_path, option, parse_options, split_batch)
 from longnet_tfm.data import SequenceBatchBuilder
 from longnet_tfm.flow import broadcast_target, exact_ot_permutation, fold_slots, interpolate
 from longnet_tfm.inference import forecast
 from longnet_tfm.ode import METHODS
 from longnet_tfm.unet import TFMNetConfig, TFMUNet
 
-DEFAULTS = {"n_context": 3, "mask_prob": 0.5, "gap": 0, "sigma": 0.05, "lr": 1e-4, "weight_decay": 0.01,
-            "warmup_fraction": 0.1, "batch_size": 4, "base_channels": 32, "channel_mult": "1,1,2,4",
-            "attention_levels": "3", "downsample": "hw", "ode_method": "euler", "ode_steps": 10,
-            "reduction": "mean", "val_draw_seed": 0}
+@dataclass(frozen=True)
+class TFMOptions:
+    """TFMTrainer's options: each default is held here once; `longnet_train -tr TFMTrainer -h` shows them."""
+
+    n_context: int = option(3, "context slots T", range=POSITIVE_INT)
+    mask_prob: float = option(0.5, "probability of hiding each context visit during training (at least one kept)",
+                              range=OptionRange(float, 0, maximum=1))
+    gap: int = option(0, "slots right before the target always hidden", range=NON_NEGATIVE_INT)
+    sigma: float = option(0.05, "noise σ of the probability path", range=NON_NEGATIVE_FLOAT)
+    lr: float = option(1e-4, "AdamW learning rate", range=POSITIVE_FLOAT)
+    weight_decay: float = option(0.01, "AdamW weight decay", range=NON_NEGATIVE_FLOAT)
+    warmup_fraction: float = option(0.1, "linear warm-up over this fraction of the epochs, then cosine",
+                                    range=OptionRange(float, 0, maximum=1))
+    batch_size: int = option(4, "batch size", range=POSITIVE_INT)
+    patch_size: str | None = option(None, "training crop z,y,x (None: the plans' patch size; 'full' = whole "
+                                          "volumes)")
+    base_channels: int = option(32, "U-Net base width (an even number)", range=OptionRange(int, 2))
+    channel_mult: str = option("1,1,2,4", "width multipliers per level")
+    attention_levels: str = option("3", "levels with self-attention, 'none' for none (3 = the deepest of 4)")
+    no_mid_attention: bool = option(False, "no self-attention in the middle block")
+    downsample: str = option("hw", "hw: stride (1,2,2) as the paper; all: stride 2 on every axis",
+                             choices=("hw", "all"))
+    tiny: bool = option(False, "the tiny test network (base 8, mult 1,1, no attention)")
+    exact_ot: bool = option(False, "re-pair contexts and targets by exact minibatch OT (official code; may mix "
+                                   "subjects)")
+    condition_on_days: bool = option(False, "also condition on the real time gaps between context visits and "
+                                            "the target")
+    ode_method: str = option("euler", "ODE solver for validation and prediction", choices=METHODS)
+    ode_steps: int = option(10, "solver steps (ignored by dopri5)", range=POSITIVE_INT)
+    reduction: str = option("mean", "temporal reduction of the integrated slots", choices=("mean", "last"))
+    val_iters: int | None = option(None, "validation batches per epoch (None: 4); the frozen draws are "
+                                         "val-iters x batch-size", range=NON_NEGATIVE_INT)
+    disable_final_validation: bool = option(False, "skip validation/summary.json after training")
+    val_draw_seed: int = 0  # not a flag: the seed of the frozen validation draws
 
 
 def _ints(text: str | None) -> tuple[int, ...]:
@@ -56,6 +88,7 @@ class _TrainBatches:
 class TFMTrainer(Trainer):
     """Temporal Flow Matching: forecast a subject's next scan from its earlier (sparse) scans."""
 
+    options_class = TFMOptions
     requirements = Requirements(min_visits_per_subject=2, labels="any", aligned_visits=True)
     prediction_task = "forecast"
     best_metric = "val_mse"
@@ -64,81 +97,30 @@ class TFMTrainer(Trainer):
     grad_clip_norm = 1.0     # the paper clips gradients (value not recoverable); 1.0 as common for FM/diffusion
     num_val_iterations_per_epoch = 4
 
-    # ------------------------------------------------------------------ options
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        a = parser.add_argument
-        a("--n-context", dest="n_context", type=int, default=DEFAULTS["n_context"],
-          help="context slots T (default 3)")
-        a("--mask-prob", dest="mask_prob", type=float, default=DEFAULTS["mask_prob"],
-          help="probability of hiding each context visit during training (default 0.5; ≥1 kept)")
-        a("--gap", type=int, default=DEFAULTS["gap"], help="slots right before the target always hidden (default 0)")
-        a("--sigma", type=float, default=DEFAULTS["sigma"], help="noise σ of the probability path (default 0.05)")
-        a("--lr", type=float, default=DEFAULTS["lr"], help="AdamW learning rate (default 1e-4)")
-        a("--weight-decay", dest="weight_decay", type=float, default=DEFAULTS["weight_decay"],
-          help="AdamW weight decay (default 0.01)")
-        a("--warmup-fraction", dest="warmup_fraction", type=float, default=DEFAULTS["warmup_fraction"],
-          help="linear warm-up over this fraction of the epochs, then cosine (default 0.1)")
-        a("--batch-size", dest="batch_size", type=int, default=DEFAULTS["batch_size"], help="batch size (default 4)")
-        a("--patch-size", dest="patch_size", default=None,
-          help="training crop z,y,x (default: the plans' patch size; 'full' = whole volumes)")
-        a("--base-channels", dest="base_channels", type=int, default=DEFAULTS["base_channels"],
-          help="U-Net base width (default 32)")
-        a("--channel-mult", dest="channel_mult", default=DEFAULTS["channel_mult"],
-          help="width multipliers per level (default 1,1,2,4)")
-        a("--attention-levels", dest="attention_levels", default=DEFAULTS["attention_levels"],
-          help="levels with self-attention, 'none' for none (default: 3 = the deepest of 4)")
-        a("--no-mid-attention", dest="no_mid_attention", action="store_true",
-          help="no self-attention in the middle block")
-        a("--downsample", choices=("hw", "all"), default=DEFAULTS["downsample"],
-          help="hw: stride (1,2,2) as the paper (default); all: stride 2 on every axis")
-        a("--tiny", action="store_true", help="the spec's tiny network (base 8, mult 1,1, no attention)")
-        a("--exact-ot", dest="exact_ot", action="store_true",
-          help="re-pair contexts and targets by exact minibatch OT (official code; may mix subjects)")
-        a("--condition-on-days", dest="condition_on_days", action="store_true",
-          help="also condition on the real time gaps between context visits and the target (off by default)")
-        a("--ode-method", dest="ode_method", choices=METHODS, default=DEFAULTS["ode_method"],
-          help="ODE solver for validation and prediction (default euler)")
-        a("--ode-steps", dest="ode_steps", type=int, default=DEFAULTS["ode_steps"],
-          help="solver steps (default 10; ignored by dopri5)")
-        a("--reduction", choices=("mean", "last"), default=DEFAULTS["reduction"],
-          help="temporal reduction of the integrated slots (default mean)")
-        a("--val-iters", dest="val_iters", type=int, default=None,
-          help="validation batches per epoch (default 4); the frozen draws are val-iters x batch-size")
-        a("--disable-final-validation", dest="disable_final_validation", action="store_true",
-          help="skip validation/summary.json after training")
-
-    def opt(self, key: str):
-        value = self.options.get(key)
-        return DEFAULTS.get(key) if value is None else value
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.n_context = int(self.opt("n_context"))
-        self.batch_size = int(self.opt("batch_size"))
-        if self.n_context < 1 or self.batch_size < 1:
-            raise LongnetError("--n-context and --batch-size must be ≥ 1")
-        if self.opt("exact_ot") and self.opt("condition_on_days"):
+        self.n_context = self.opts.n_context
+        self.batch_size = self.opts.batch_size
+        if self.opts.exact_ot and self.opts.condition_on_days:
             raise LongnetError("--exact-ot re-pairs targets across the batch, so the time gaps no longer match: "
                                "use it without --condition-on-days")
-        self.sigma = float(self.opt("sigma"))
-        self.net_config = self.make_net_config(self.options, self.num_input_channels)
+        self.sigma = self.opts.sigma
+        self.net_config = self.make_net_config(self.opts, self.num_input_channels)
         self._val_batches: list[dict] | None = None
 
     @staticmethod
-    def make_net_config(options: dict, num_channels: int) -> TFMNetConfig:
+    def make_net_config(opts: TFMOptions, num_channels: int) -> TFMNetConfig:
         """The network hyper-parameters implied by the options (also used by prediction)."""
-        get = lambda k: DEFAULTS.get(k) if options.get(k) is None else options.get(k)  # noqa: E731
-        t = int(get("n_context"))
-        if options.get("tiny"):
+        t = opts.n_context
+        if opts.tiny:
             cfg = TFMNetConfig.tiny(t * num_channels, t)
         else:
-            mult = _ints(get("channel_mult")) or (1,)
-            att = tuple(a for a in _ints(get("attention_levels")) if a < len(mult))
-            cfg = TFMNetConfig(t * num_channels, base_channels=int(get("base_channels")), channel_mult=mult,
-                               attention_levels=att, mid_attention=not options.get("no_mid_attention"),
-                               downsample=str(get("downsample")), n_slots=t)
-        cfg.condition_on_days = bool(options.get("condition_on_days"))
+            mult = _ints(opts.channel_mult) or (1,)
+            att = tuple(a for a in _ints(opts.attention_levels) if a < len(mult))
+            cfg = TFMNetConfig(t * num_channels, base_channels=opts.base_channels, channel_mult=mult,
+                               attention_levels=att, mid_attention=not opts.no_mid_attention,
+                               downsample=opts.downsample, n_slots=t)
+        cfg.condition_on_days = opts.condition_on_days
         if cfg.base_channels < 2 or cfg.base_channels % 2:
             raise LongnetError(f"--base-channels must be an even number ≥ 2, got {cfg.base_channels}")
         return cfg
@@ -163,9 +145,9 @@ class TFMTrainer(Trainer):
         return TFMUNet(self.net_config)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.network.parameters(), lr=float(self.opt("lr")),
-                                weight_decay=float(self.opt("weight_decay")))
-        warmup = int(round(float(self.opt("warmup_fraction")) * self.num_epochs))
+        opt = torch.optim.AdamW(self.network.parameters(), lr=self.opts.lr,
+                                weight_decay=self.opts.weight_decay)
+        warmup = int(round(self.opts.warmup_fraction * self.num_epochs))
         return opt, WarmupCosineScheduler(opt, self.num_epochs, warmup_epochs=warmup)
 
     # ------------------------------------------------------------------ data
@@ -186,12 +168,12 @@ class TFMTrainer(Trainer):
                                  cases=cases)
 
     def _sampler(self, index: LongitudinalIndex, mask_prob: float) -> SequenceSampler:
-        return SequenceSampler(index, self.n_context, mask_prob=mask_prob, gap=int(self.opt("gap")))
+        return SequenceSampler(index, self.n_context, mask_prob=mask_prob, gap=self.opts.gap)
 
     def train_loader(self):
         local_bs, _ = split_batch(self.batch_size, self.dist.world_size, self.dist.rank)
         index = self._index(self.train_cases)
-        make = _TrainBatches(self._sampler(index, float(self.opt("mask_prob"))),
+        make = _TrainBatches(self._sampler(index, self.opts.mask_prob),
                              SequenceBatchBuilder(index, self.patch_size), local_bs)
         return self.make_batch_iterator(make, "train")
 
@@ -201,12 +183,12 @@ class TFMTrainer(Trainer):
             return []
         index = self._index(self.val_cases)
         try:
-            sampler = self._sampler(index, float(self.opt("mask_prob")))
+            sampler = self._sampler(index, self.opts.mask_prob)
         except LongnetError as e:
             self.print(f"no validation sequences ({e}); per-epoch validation disabled")
             return []
         n = self.num_val_iterations_per_epoch * self.batch_size
-        seed = int(self.opt("val_draw_seed"))
+        seed = self.opts.val_draw_seed
         key = hashlib.sha1(json.dumps([sampler.config(), n, seed], sort_keys=True).encode()).hexdigest()[:8]
         path = frozen_draws_path(self.preprocessed_dataset_folder, f"TFM_{key}", self.fold)
         return frozen_draws(sampler, n, seed, path)
@@ -232,7 +214,7 @@ class TFMTrainer(Trainer):
         ctx, y = batch["context"], batch["target"]
         n_slots = ctx.shape[1]
         x0, x1 = fold_slots(ctx), fold_slots(broadcast_target(y, n_slots))
-        if self.opt("exact_ot"):
+        if self.opts.exact_ot:
             x1 = x1[exact_ot_permutation(x0, x1)]
         t = torch.rand(x0.shape[0], device=x0.device)
         xt, ut = interpolate(x0, x1, t, self.sigma)
@@ -241,8 +223,8 @@ class TFMTrainer(Trainer):
 
     def forecast(self, batch: dict, network: nn.Module | None = None) -> torch.Tensor:
         """Integrated, reduced forecast B×C×… of a batch with the configured solver."""
-        return forecast(network or self.network, batch["context"], self._gaps(batch), str(self.opt("ode_method")),
-                        int(self.opt("ode_steps")), str(self.opt("reduction")))
+        return forecast(network or self.network, batch["context"], self._gaps(batch), self.opts.ode_method,
+                        self.opts.ode_steps, self.opts.reduction)
 
     def validation_step(self, batch: dict) -> dict:
         pred = self.forecast(batch).float()
@@ -255,7 +237,7 @@ class TFMTrainer(Trainer):
     # ------------------------------------------------------------------ checkpoints and final validation
     def checkpoint_extra(self) -> dict:
         return {"net_config": self.net_config.to_dict(),
-                "inference": {k: self.opt(k) for k in ("n_context", "ode_method", "ode_steps", "reduction")}}
+                "inference": {k: getattr(self.opts, k) for k in ("n_context", "ode_method", "ode_steps", "reduction")}}
 
     def final_validation(self) -> None:
         """NRMSE/PSNR/SSIM of TFM and LCI on the frozen validation draws → validation/summary.json."""
@@ -280,7 +262,8 @@ def network_from_checkpoint(ckpt: dict, dataset_json: dict) -> TFMUNet:
         cfg = TFMNetConfig.from_dict(extra["net_config"])
     else:
         options = (ckpt.get("init_args") or {}).get("options") or {}
-        cfg = TFMTrainer.make_net_config(options, len(dataset_json.get("channel_names") or {"0": ""}))
+        cfg = TFMTrainer.make_net_config(parse_options(TFMOptions, options),
+                                         len(dataset_json.get("channel_names") or {"0": ""}))
     net = TFMUNet(cfg)
     from longnet.api import strip_prefixes
 

@@ -7,14 +7,15 @@ against the visits CSV: mean absolute error in days and Spearman's rho.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longnet.api import (LongnetError, OutputTask, Requirements, RepresentationTrainer, atomic_path, list_input_cases,
-                         read_visits_csv, subjects_for_cases)
+from longnet.api import (POSITIVE_FLOAT, POSITIVE_INT, LongnetError, OutputTask, Requirements, RepresentationTrainer,
+                         atomic_path, list_input_cases, option, read_visits_csv, subjects_for_cases)
 
 
 def write_intervals(rows: list[tuple[str, str, float]], folder: Path) -> Path:
@@ -61,9 +62,16 @@ class IntervalNet(nn.Module):
         return self.head((self.encoder(b) - self.encoder(a)).abs())[:, 0]
 
 
+@dataclass(frozen=True)
+class IntervalOptions:  # becomes --lr and --batch-size, with these defaults and ranges
+    lr: float = option(1e-3, "Adam learning rate", range=POSITIVE_FLOAT)
+    batch_size: int = option(4, "visit pairs per batch", range=POSITIVE_INT)
+
+
 class VisitIntervalTrainer(RepresentationTrainer):
     """Days between two scans of one subject from the pair (shared 3D CNN encoder); task visit_interval."""
 
+    options_class = IntervalOptions
     requirements = Requirements(min_visits_per_subject=2, required_columns=("days",))
     prediction_task = "visit_interval"
     input_shape = (32, 32, 32)
@@ -73,7 +81,7 @@ class VisitIntervalTrainer(RepresentationTrainer):
         return IntervalNet(self.num_input_channels)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.network.parameters(), lr=1e-3), None
+        return torch.optim.Adam(self.network.parameters(), lr=self.opts.lr), None
 
     def train_loader(self):
         index = self.longitudinal_index(self.train_cases)
@@ -81,7 +89,7 @@ class VisitIntervalTrainer(RepresentationTrainer):
         pairs = [(a, b) for cs in index.subjects.values() for i, a in enumerate(cs) for b in cs[i + 1:]]
 
         def batch(rng):
-            chosen = [pairs[i] for i in rng.integers(len(pairs), size=4)]
+            chosen = [pairs[i] for i in rng.integers(len(pairs), size=self.opts.batch_size)]
             return {"a": inputs.stack([a for a, _ in chosen]), "b": inputs.stack([b for _, b in chosen]),
                     "days": torch.tensor([index.days(b) - index.days(a) for a, b in chosen], dtype=torch.float32)}
         return self.make_batch_iterator(batch, num_workers=0)
