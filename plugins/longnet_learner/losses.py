@@ -32,22 +32,24 @@ def score_gaps(scores: torch.Tensor, score_range: float) -> torch.Tensor:
     return (s.view(-1, 1) - s.view(1, -1)).abs() / max(float(score_range), 1e-12)
 
 
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the pairs in `mask` (0 without any, still connected to the graph); no data-dependent branch or
+    shape, so the step compiles into one graph."""
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1)
+
+
 def plain_contrastive_from_distances(d: torch.Tensor, g: torch.Tensor, mask: torch.Tensor, margin: float = 0.5,
                                      tau: float = 0.1) -> torch.Tensor:
-    if not mask.any():
-        return d.sum() * 0.0
     y = (g <= tau).float()
-    per_pair = y * d ** 2 + (1 - y) * F.relu(margin - d) ** 2
-    return per_pair[mask].mean()
+    return _masked_mean(y * d ** 2 + (1 - y) * F.relu(margin - d) ** 2, mask)
 
 
 def weighted_contrastive_from_distances(d: torch.Tensor, g: torch.Tensor, mask: torch.Tensor,
                                         margin: float = 0.5) -> torch.Tensor:
-    if not mask.any():
-        return d.sum() * 0.0
-    g_bar = g[mask].mean()
-    target = margin * g / g_bar if float(g_bar) > 0 else torch.zeros_like(g)
-    return ((d - target)[mask] ** 2).mean()
+    g_bar = _masked_mean(g, mask)
+    target = torch.where(g_bar > 0, margin * g / g_bar.clamp_min(1e-12), torch.zeros_like(g))
+    return _masked_mean((d - target) ** 2, mask)
 
 
 def contrastive_loss(features: torch.Tensor, scores: torch.Tensor, score_range: float, kind: str = "weighted",

@@ -137,8 +137,11 @@ class STAMPProbeTrainer(Trainer):
 
     @property
     def pos_weight(self) -> float:
-        y = np.array(list(self._train_targets.values()))
-        return float((y == 0).sum() / max(1, (y == 1).sum()))
+        """#negatives / #positives of the training visits, computed once (a plain number inside the step)."""
+        if getattr(self, "_pos_weight", None) is None:
+            y = np.array(list(self._train_targets.values()))
+            self._pos_weight = float((y == 0).sum() / max(1, (y == 1).sum()))
+        return self._pos_weight
 
     # ------------------------------------------------------------------ network / optimiser
     def build_network(self) -> nn.Module:
