@@ -4,7 +4,6 @@ so the compiled CUDA path is exercised before a GPU ever runs it. Breaks inside 
 reported, not failed on."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
