@@ -406,7 +406,7 @@ def _headline(summary: dict) -> str:
         parts.append(f"{summary['lesions']['label']} detection F1 {lesions['F1']:.3f}, new-lesion recall "
                      f"{lesions['new_lesion_recall']:.3f} ({lesions['n_new_ref']} new)")
     flat = {**summary, **(summary.get("metrics") or {}), **(summary.get("mean") or {})}
-    parts += [f"{k} {flat[k]:.4f}" for k in _HEADLINE_KEYS if isinstance(flat.get(k), (int, float))]
+    parts += [f"{k} {flat[k]:.4g}" for k in _HEADLINE_KEYS if isinstance(flat.get(k), (int, float))]
     return "; ".join(parts)
 
 

@@ -76,13 +76,15 @@ def option_value(options: Mapping[str, Any], key: str, default: Any) -> Any:
 
 # ---------------------------------------------------------------------------- typed options
 def option(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
-           range: OptionRange | None = None, metavar: str | None = None) -> Any:
+           range: OptionRange | None = None, metavar: str | None = None, nargs: int | None = None,
+           kind: type | None = None) -> Any:
     """One field of a trainer's options dataclass: its default (held here once), help text, range or choices.
-    The command-line flag is `--field-name` unless `flag` says otherwise; a bool field becomes a switch."""
+    The command-line flag is `--field-name` unless `flag` says otherwise; a bool field becomes a switch; `nargs`
+    values of type `kind` make a list (the range, if any, applies to each)."""
     from dataclasses import field
 
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "range": range,
-                                            "metavar": metavar})
+                                            "metavar": metavar, "nargs": nargs, "kind": kind})
 
 
 def _fields(options_cls: type) -> list:
@@ -101,9 +103,9 @@ def add_option_arguments(parser, options_cls: type) -> None:
             parser.add_argument(flag, dest=f.name, action="store_true", default=None,
                                 help=m["help"] + ("" if not f.default else " (default on)"))
             continue
-        kind = {int: int, float: float}.get(type(f.default)) or (m["range"].kind if m["range"] else str)
+        kind = m["kind"] or {int: int, float: float}.get(type(f.default)) or (m["range"].kind if m["range"] else str)
         parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=m["choices"], metavar=m["metavar"],
-                            help=f"{m['help']} (default {f.default})")
+                            nargs=m["nargs"], help=f"{m['help']} (default {f.default})")
 
 
 def parse_options(options_cls: type, options: Mapping[str, Any]) -> Any:
@@ -118,8 +120,10 @@ def parse_options(options_cls: type, options: Mapping[str, Any]) -> Any:
         if value is None:  # an option whose default is "decided elsewhere" (e.g. the plans' patch size)
             values[f.name] = None
             continue
-        if m["range"] is not None and not m["range"].accepts(value):
-            raise LongnetError(f"{flag} must be {m['range'].describe()}, got {value!r}")
+        items = list(value) if m["nargs"] else [value]
+        if m["range"] is not None and not all(m["range"].accepts(v) for v in items):
+            raise LongnetError(f"{flag} must be {m['range'].describe()}" + (" each" if m["nargs"] else "")
+                               + f", got {value!r}")
         if m["choices"] is not None and value not in m["choices"]:
             raise LongnetError(f"{flag} must be one of {', '.join(map(str, m['choices']))}, got {value!r}")
         values[f.name] = type(f.default)(value) if isinstance(f.default, (int, float)) and not isinstance(

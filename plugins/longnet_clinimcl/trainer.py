@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from longnet.api import (CaseInputs, LongnetError, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT,
-    RepresentationTrainer, Requirements, option_value)
+from longnet.api import (NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, CaseInputs, LongnetError,
+    OptionRange, RepresentationTrainer, Requirements, option)
 
 from longnet_clinimcl.losses import info_nce
 from longnet_clinimcl.network import PRESETS, ClinImCLNet
@@ -53,40 +54,36 @@ class VisitPairBatches:
         return {"view_a": self.inputs.stack([a for a, _ in pairs]), "view_b": self.inputs.stack([b for _, b in pairs])}
 
 
+@dataclass(frozen=True)
+class ClinImCLOptions:
+    """ClinImCLTrainer's options (None = the preset's value)."""
+
+    preset: str = option("paper", "paper: 96³ input, widths 16-128, h 256, z 128, batch 8; tiny: 32³, widths 4-32, "
+                                  "h 32, z 16, batch 4 (the options below override single values)",
+                         choices=tuple(sorted(PRESETS)))
+    cube: int | None = option(None, "edge of the cube every scan is resized to (at least 16)",
+                              range=OptionRange(int, 16))
+    widths: tuple | None = option(None, "encoder widths of the 4 stages", nargs=4, kind=int, range=POSITIVE_INT)
+    h_dim: int | None = option(None, "representation size h", range=POSITIVE_INT)
+    z_dim: int | None = option(None, "projection size z", range=POSITIVE_INT)
+    batch_size: int | None = option(None, "distinct subjects per batch (B)", range=POSITIVE_INT)
+    tau: float = option(0.07, "InfoNCE temperature", range=POSITIVE_FLOAT)
+    one_directional: bool = option(False, "CE(S, I) only (the report's Eq. 1) instead of the symmetric form")
+    lr: float = option(1e-4, "AdamW learning rate", range=POSITIVE_FLOAT)
+    weight_decay: float = option(1e-4, "AdamW weight decay", range=NON_NEGATIVE_FLOAT)
+    val_iters: int | None = option(None, "frozen validation batches per epoch (None: 10)", range=NON_NEGATIVE_INT)
+
+
 class ClinImCLTrainer(RepresentationTrainer):
     """Contrastive pretraining of a 3D CNN encoder with subject-level InfoNCE."""
 
     requirements = Requirements(min_visits_per_subject=2, min_subjects=2)
-    option_ranges = {"tau": POSITIVE_FLOAT, "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE_FLOAT,
-                     "batch_size": POSITIVE_INT, "cube": POSITIVE_INT, "h_dim": POSITIVE_INT, "z_dim": POSITIVE_INT}
+    options_class = ClinImCLOptions
     input_normalisation = "minmax"
     num_epochs = 10
     num_iterations_per_epoch = 100
     best_metric = "val_loss"
     best_metric_mode = "min"
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                            help="paper: 96³ input, widths 16-128, h 256, z 128, batch 8; tiny: 32³, widths 4-32, "
-                                 "h 32, z 16, batch 4 (the options below override single values)")
-        parser.add_argument("--cube", type=int, default=None,
-                            help="edge of the cube every scan is resized to (default: the preset's)")
-        parser.add_argument("--widths", type=int, nargs=4, default=None,
-                            help="encoder widths of the 4 stages (default: the preset's)")
-        parser.add_argument("--h-dim", dest="h_dim", type=int, default=None,
-                            help="representation size h (default: the preset's)")
-        parser.add_argument("--z-dim", dest="z_dim", type=int, default=None,
-                            help="projection size z (default: the preset's)")
-        parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                            help="distinct subjects per batch (B; default: the preset's)")
-        parser.add_argument("--tau", type=float, default=0.07, help="InfoNCE temperature (default 0.07)")
-        parser.add_argument("--one-directional", dest="one_directional", action="store_true",
-                            help="CE(S, I) only (the report's Eq. 1) instead of the symmetric form")
-        parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-        parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-4, help="weight decay")
-        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
-                            help="frozen validation batches per epoch (default 10)")
 
     @classmethod
     def add_prediction_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -95,14 +92,14 @@ class ClinImCLTrainer(RepresentationTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        preset = PRESETS[self.options.get("preset") or "paper"]
-        pick = lambda k: self.options.get(k) if self.options.get(k) is not None else preset[k]  # noqa: E731
+        preset = PRESETS[self.opts.preset]
+        pick = lambda k: getattr(self.opts, k) if getattr(self.opts, k) is not None else preset[k]  # noqa: E731
         self.cube = int(pick("cube"))
         self.widths = tuple(int(w) for w in pick("widths"))
         self.h_dim, self.z_dim = int(pick("h_dim")), int(pick("z_dim"))
         self.batch_size = int(pick("batch_size"))
-        self.tau = float(option_value(self.options, "tau", 0.07))
-        self.symmetric = not bool(self.options.get("one_directional"))
+        self.tau = self.opts.tau
+        self.symmetric = not self.opts.one_directional
         self.export = "z"
         if self.cube < 16:
             raise LongnetError(f"--cube must be at least 16 (4 poolings), got {self.cube}")
@@ -115,8 +112,7 @@ class ClinImCLTrainer(RepresentationTrainer):
         return ClinImCLNet(self.num_input_channels, self.widths, self.h_dim, self.z_dim, self.export)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.network.parameters(), lr=float(option_value(self.options, "lr", 1e-4)),
-                                weight_decay=float(option_value(self.options, "weight_decay", 0.0)))
+        opt = torch.optim.AdamW(self.network.parameters(), lr=self.opts.lr, weight_decay=self.opts.weight_decay)
         return opt, None  # no schedule (as the original)
 
     def configure_prediction(self, args: argparse.Namespace) -> None:
