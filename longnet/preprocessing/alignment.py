@@ -294,16 +294,6 @@ def map_back_to_visit(array_in_reference_grid: np.ndarray, reference_geometry: d
     return sitk.GetArrayFromImage(out)
 
 
-def map_back_case(array_in_reference_grid: np.ndarray, props: dict, folder: str | Path, is_seg: bool) -> np.ndarray:
-    """`map_back_to_visit` driven by a preprocessed case's properties (`alignment`, `original_geometry`,
-    `sitk_stuff` = the reference grid) and its transform file in `folder`; unaligned cases pass through."""
-    info = props.get("alignment")
-    if not info or info.get("mode", "none") == "none":
-        return array_in_reference_grid
-    return map_back_to_visit(array_in_reference_grid, props["sitk_stuff"], props["original_geometry"],
-                             Path(folder) / info["transform_file"], is_seg)
-
-
 # -- plans ------------------------------------------------------------------------------------------------------
 def alignment_mode(plans: dict) -> str:
     """The alignment recorded in a plans dict ('none' for plans without the longitudinal key, e.g. nnU-Net's)."""
