@@ -158,3 +158,33 @@ def install_example(tmp_path_factory, monkeypatch):
         importlib.invalidate_caches()
 
     return install
+
+
+# Modules that run whole commands end to end (seconds to minutes each on 2 cores) and modules that read ../shared.
+SLOW_MODULES = {"test_demo_e2e", "test_tfm_e2e", "test_stamp_e2e", "test_longrep_training", "test_nnunet_parity",
+                "test_nnunet_workflow_chain", "test_nnunet_workflow_2d", "test_kill_resume", "test_compile_ready",
+                "test_plan_and_preprocess", "test_multinode", "test_example_visit_interval", "test_prior_seg",
+                "test_natural_images_e2e", "test_training", "test_cascade", "test_learner", "test_clinimcl",
+                "test_trainer_variants", "test_ensemble_postprocessing", "test_find_best", "test_alignment"}
+SHARED_MODULES = {"test_nnunet_parity", "test_msd", "test_plan_and_preprocess", "test_ensemble_postprocessing"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`-m "not slow"` runs the quick tests; `-m shared_data` the ones that read ../shared."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if module in SHARED_MODULES or "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """The tiny preprocessed segmentation dataset (tests/tiny_seg_dataset.py) with longnet's folders set to
+    tmp_path; returns tmp_path."""
+    from tiny_seg_dataset import make_tiny_dataset, set_env
+
+    set_env(monkeypatch, tmp_path)
+    make_tiny_dataset(tmp_path)
+    return tmp_path

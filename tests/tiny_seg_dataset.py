@@ -12,21 +12,43 @@ import numpy as np
 
 from longnet.io.storage import save_case
 
-REFERENCE_PLANS = Path("/work/shared/reference/nnunetv2-2.8.1/Dataset004_Hippocampus/nnUNetPlans.json")
 DATASET = "Dataset990_TinySeg"
 SHAPE = (16, 20, 16)
 
 
 def tiny_plans(dataset_name: str = DATASET) -> dict:
-    plans = json.loads(REFERENCE_PLANS.read_text())
-    plans["dataset_name"] = dataset_name
-    conf = plans["configurations"]["3d_fullres"]
-    conf.update(patch_size=[16, 16, 16], batch_size=2, median_image_size_in_voxels=list(SHAPE))
-    ak = conf["architecture"]["arch_kwargs"]
-    ak.update(n_stages=3, features_per_stage=[4, 8, 16], kernel_sizes=[[3, 3, 3]] * 3,
-              strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=[2, 2, 2], n_conv_per_stage_decoder=[2, 2])
-    plans["configurations"] = {"3d_fullres": conf}
-    return plans
+    """nnU-Net 2.8.1's Task04 3d_fullres plans shrunk to this data (patch 16³, batch 2, 3 stages with 4/8/16
+    features); written out here so that the tests need no ../shared."""
+    conv = {"conv_op": "torch.nn.modules.conv.Conv3d", "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}}
+    resampling = {"order_z": 0, "force_separate_z": None}
+    conf = {
+        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "patch_size": [16, 16, 16], "median_image_size_in_voxels": list(SHAPE), "spacing": [1.0, 1.0, 1.0],
+        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, **resampling},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, **resampling},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, **resampling},
+        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                         "arch_kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16],
+                                         "kernel_sizes": [[3, 3, 3]] * 3,
+                                         "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [2, 2, 2],
+                                         "n_conv_per_stage_decoder": [2, 2], **conv},
+                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+        "batch_dice": False,
+    }
+    return {"dataset_name": dataset_name, "plans_name": "nnUNetPlans",
+            "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+            "original_median_shape_after_transp": list(SHAPE), "image_reader_writer": "SimpleITKIO",
+            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "configurations": {"3d_fullres": conf},
+            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {"0": {
+                "max": 486420.21875, "mean": 22360.45703125, "median": 362.88250732421875, "min": 0.0,
+                "percentile_00_5": 28.0, "percentile_99_5": 277682.03125, "std": 60654.62109375}}}
 
 
 def _case(rng: np.random.Generator, labelled: bool):

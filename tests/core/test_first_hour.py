@@ -10,7 +10,7 @@ import pytest
 
 from longnet.errors import LongnetError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_refuses_unknown_recipe_names_at_once(tmp_path, capsys):

@@ -93,7 +93,7 @@ def test_two_nodes_under_torchrun_train_like_one_process(tiny, monkeypatch):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LONGNET_RESULTS": str(tiny / "results_torchrun"),
            "STEP_LOSSES": str(tiny / "torchrun_steps.jsonl"),
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     port = free_port()
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
                                "1", "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port",

@@ -20,7 +20,7 @@ from longnet.cli.train import main as train_main
 from longnet.errors import LongnetError
 from longnet.utils import files
 from reliability_helpers import DATASET, assert_one_error, set_roots, temp_leftovers
-from tiny_seg_dataset import DATASET as TINY, REFERENCE_PLANS, make_tiny_dataset, set_env
+from tiny_seg_dataset import DATASET as TINY, make_tiny_dataset, set_env
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,8 +62,6 @@ def test_full_disk_during_plan_and_preprocess(tmp_path, monkeypatch, capsys, aft
 
 @pytest.mark.parametrize("code,text", [(errno.EROFS, "Read-only file system"), (errno.ENOSPC, "No space left")])
 def test_unwritable_results_folder_during_training(tmp_path, monkeypatch, capsys, code, text):
-    if not REFERENCE_PLANS.is_file():
-        pytest.skip("../shared/reference plans not available")
     set_env(monkeypatch, tmp_path)
     make_tiny_dataset(tmp_path)
     _failing_mkstemp(monkeypatch, code)

@@ -10,26 +10,15 @@ import torch
 
 from longnet.cli.train import main as train_main
 from longnet.training.segmentation import nnUNetTrainer
-from tiny_seg_dataset import DATASET, fold_dir, make_tiny_dataset, set_env
+from tiny_seg_dataset import DATASET, fold_dir, set_env
 
 FAST = ["--val-iters", "1", "--no-validation-mirroring", "-device", "cpu"]
 CKPT_KEYS = {"network_weights", "optimizer_state", "grad_scaler_state", "logging", "current_epoch", "init_args",
              "trainer_name", "inference_allowed_mirroring_axes", "_best_ema", "rng_state"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the 2 shared CI cores are much faster without intra-op contention
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    set_env(monkeypatch, tmp_path)
-    make_tiny_dataset(tmp_path)
-    return tmp_path
 
 
 def _logging(path):

@@ -11,7 +11,7 @@ import torch
 
 from tiny_seg_dataset import set_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OWN_CODE = (str(ROOT / "longnet"), str(ROOT / "plugins"), str(ROOT / "examples"))
 
 # trainer -> CPU-sized options (as longnet_train would receive them)

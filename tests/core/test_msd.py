@@ -12,7 +12,7 @@ from conftest import write_image
 from longnet.cli.convert import main
 from longnet.dataset.integrity import check_dataset
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nnunetv2-2.8.1" / "Dataset004_Hippocampus"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "nnunetv2-2.8.1" / "Dataset004_Hippocampus"
 
 
 def _same_image(a: Path, b: Path) -> None:

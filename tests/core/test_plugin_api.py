@@ -11,7 +11,7 @@ import pytest
 import longnet.api as api
 from longnet.errors import LongnetError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _plugin_sources() -> list[Path]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 REF = SHARED / "reference" / "nnunetv2-2.8.1" / "Dataset004_Hippocampus"
 MODEL = REF / "model" / "nnUNetTrainer_cpubench__nnUNetPlans__3d_fullres"
 MODELS = {"3d_fullres": (MODEL, REF / "predictions_tta"),

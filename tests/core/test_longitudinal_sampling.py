@@ -21,7 +21,7 @@ from longnet.errors import DatasetError, LongnetError
 from longnet.io.storage import save_case
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IDENT = "nnUNetPlans_3d_fullres"
 SHAPE = (6, 8, 7)
 # subject -> visit days; stored out of time order on purpose (the index must sort by days)

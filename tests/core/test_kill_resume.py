@@ -24,9 +24,9 @@ from conftest import write_image
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main
 from reliability_helpers import make_seg_model_folder, predict_args, set_roots, temp_leftovers
-from tiny_seg_dataset import DATASET, REFERENCE_PLANS, fold_dir, make_tiny_dataset, set_env
+from tiny_seg_dataset import DATASET, fold_dir, make_tiny_dataset, set_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
@@ -86,7 +86,6 @@ def _logging(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["logging"]
 
 
-@pytest.mark.skipif(not REFERENCE_PLANS.is_file(), reason="../shared/reference plans not available")
 def test_training_killed_at_a_random_point_resumes_to_the_same_run(tmp_path, monkeypatch):
     from longnet.training.logger import TrainingLogger
 
@@ -133,7 +132,6 @@ def test_training_killed_at_a_random_point_resumes_to_the_same_run(tmp_path, mon
     assert not (fd / "checkpoint_latest.pth").exists() and temp_leftovers(fd.parent) == [], info
 
 
-@pytest.mark.skipif(not REFERENCE_PLANS.is_file(), reason="../shared/reference plans not available")
 def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resumes(tmp_path, monkeypatch):
     """What Slurm and systemd do: SIGTERM to every process of the job, loader workers included. The workers leave
     quietly; the trainer writes checkpoint_latest.pth, says so in one line and exits 143; `--c`

@@ -18,7 +18,7 @@ from longnet.training import variants
 from longnet.io.checkpoints import load_checkpoint, save_checkpoint
 from longnet.training.launch import TrainRequest, build_trainer, load_split, _available_cases
 from longnet.training.schedulers import PolyLRScheduler, WarmupCosineScheduler
-from tiny_seg_dataset import DATASET, fold_dir, make_tiny_dataset, set_env
+from tiny_seg_dataset import DATASET, fold_dir
 
 FAST = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--no-validation-mirroring",
         "-device", "cpu"]
@@ -33,19 +33,8 @@ REQUESTED = (["nnUNetTrainer_1epoch"] + [f"nnUNetTrainer_{n}epochs" for n in (5,
                 "nnUNetTrainer_probabilisticOversampling_033", "nnUNetTrainer_probabilisticOversampling_010"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread, restored after
 
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    set_env(monkeypatch, tmp_path)
-    make_tiny_dataset(tmp_path)
-    return tmp_path
 
 
 def _trainer(name: str, options: dict | None = None, initialize: bool = True):
@@ -67,7 +56,7 @@ def _first_batch(trainer) -> dict:
 
 def test_every_variant_is_an_entry_point_and_resolves_by_name():
     cfg = configparser.ConfigParser()
-    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
     lines = cfg["options.entry_points"]["longnet.trainers"].strip().splitlines()
     in_setup = {ln.split("=")[0].strip() for ln in lines if "longnet.training.variants:" in ln}
     assert in_setup == set(variants.variant_names())

@@ -20,7 +20,7 @@ from longnet.postprocessing.components import keep_largest_component, remove_all
 SPACING, ORIGIN = (0.5, 1.0, 2.0), (3.0, -4.0, 5.0)  # x, y, z (SimpleITK order)
 DJ = {"channel_names": {"0": "ch0"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 2,
       "file_ending": ".nii.gz"}
-REFERENCE_SUMMARY = (Path(__file__).resolve().parents[2] / "shared" / "reference" / "nnunetv2-2.8.1" /
+REFERENCE_SUMMARY = (Path(__file__).resolve().parents[3] / "shared" / "reference" / "nnunetv2-2.8.1" /
                      "Dataset004_Hippocampus" / "model" / "nnUNetTrainer_cpubench__nnUNetPlans__2d" / "fold_0" /
                      "validation" / "summary.json")
 

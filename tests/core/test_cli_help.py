@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "monai", "scipy", "skimage", "matplotlib", "pandas", "sklearn")  # seconds each, not 0.1 s
 
 

@@ -15,7 +15,7 @@ from longnet.cli.train import main as train_main
 from longnet.errors import LongnetError
 from reliability_helpers import (assert_message, assert_one_error, make_seg_model_folder, predict_args, set_roots,
                                  snapshot)
-from tiny_seg_dataset import DATASET, REFERENCE_PLANS, make_tiny_dataset, set_env, tiny_plans
+from tiny_seg_dataset import DATASET, make_tiny_dataset, set_env, tiny_plans
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,8 +43,6 @@ BAD_PLAN_VALUES = [
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    if not REFERENCE_PLANS.is_file():
-        pytest.skip("../shared/reference plans not available")
     set_env(monkeypatch, tmp_path)
     make_tiny_dataset(tmp_path)
     return tmp_path
@@ -111,8 +109,6 @@ def test_out_of_range_option_refused_in_process(options):
     """Trainer.__init__ applies the same ranges, so in-process users cannot train 1000 epochs by passing 0."""
     from longnet.training.segmentation import nnUNetTrainer
 
-    if not REFERENCE_PLANS.is_file():
-        pytest.skip("../shared/reference plans not available")
     dj = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1}, "file_ending": ".nii.gz"}
     key = next(iter(options))
     with pytest.raises(LongnetError, match="--" + key.replace("_", "-")):
@@ -122,8 +118,6 @@ def test_out_of_range_option_refused_in_process(options):
 def test_explicit_zero_validation_iterations_mean_zero():
     from longnet.training.segmentation import nnUNetTrainer
 
-    if not REFERENCE_PLANS.is_file():
-        pytest.skip("../shared/reference plans not available")
     dj = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1}, "file_ending": ".nii.gz"}
     trainer = nnUNetTrainer(tiny_plans(), "3d_fullres", 0, dj, options={"val_iters": 0, "epochs": 3, "seed": 0})
     assert (trainer.num_val_iterations_per_epoch, trainer.num_epochs, trainer.seed) == (0, 3, 0)
