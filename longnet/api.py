@@ -16,6 +16,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # trainer contract (docs/plugin_api.md lists the hooks in call order)
     "longnet.training.trainer": ("Trainer", "TrainingInterrupted"),
     "longnet.training.segmentation": ("nnUNetTrainer",),
+    "longnet.training.segmentation_options": ("SegmentationOptions",),
     "longnet.training.representation": ("RepresentationTrainer", "CaseInputs", "VolumeInput", "resize_volume",
                                         "subjects_for_cases"),
     "longnet.io.visits": ("read_visits_csv", "visit_days"),

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Sequence
 
 from longnet.cli.common import HelpFormatter, check_name, cli_main, help_requested
-from longnet.training.segmentation_options import DEFAULT_TRAINER, add_segmentation_arguments
+from longnet.training.options import add_option_arguments
+from longnet.training.segmentation_options import DEFAULT_TRAINER, SegmentationOptions
 
 _CORE = ("dataset", "configuration", "fold", "trainer", "plans", "device", "c", "num_gpus")
 LONG_CPU_SCHEDULE = 10_000  # optimiser steps beyond which a default schedule on the CPU earns a warning
@@ -81,7 +82,7 @@ def _print_help(name: str) -> None:
     so plain `longnet_train -h` answers at once; any other trainer is imported to describe it."""
     if name == DEFAULT_TRAINER:
         p = _base_parser(add_help=True)
-        add_segmentation_arguments(p.add_argument_group(f"options of {DEFAULT_TRAINER}"))
+        add_option_arguments(p.add_argument_group(f"options of {DEFAULT_TRAINER}"), SegmentationOptions)
     else:
         from longnet.registry import get_trainer
 

@@ -93,10 +93,12 @@ def _fields(options_cls: type) -> list:
     return [f for f in fields(options_cls) if "help" in f.metadata]
 
 
-def add_option_arguments(parser, options_cls: type) -> None:
+def add_option_arguments(parser, options_cls: type, exclude: tuple[str, ...] = ()) -> None:
     """Command-line flags generated from an options dataclass (values left None when not given, so the
-    dataclass default applies; `-h` shows that default)."""
+    dataclass default applies; `-h` shows that default); `exclude`: fields a trainer does not offer."""
     for f in _fields(options_cls):
+        if f.name in exclude:
+            continue
         m = f.metadata
         flag = m["flag"] or flag_of(f.name)
         if f.type in (bool, "bool") or isinstance(f.default, bool):

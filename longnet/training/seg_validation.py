@@ -108,7 +108,7 @@ def run_final_validation(trainer) -> Path:
     if len(cases) < len(trainer.val_cases):
         trainer.print(f"final validation: {len(cases)} labelled of {len(trainer.val_cases)} validation cases "
                       f"({len(trainer.val_cases) - len(cases)} without labels are skipped)")
-    predictor = Predictor.from_trainer(trainer, use_mirroring=not trainer.options.get("no_validation_mirroring"))
+    predictor = Predictor.from_trainer(trainer, use_mirroring=not trainer.opts.no_validation_mirroring)
     reader = CaseReader(trainer.data_folder)
     gt_dir = trainer.preprocessed_dataset_folder / "gt_segmentations"
     ending = trainer.dataset_json.get("file_ending", ".nii.gz")

@@ -1,7 +1,6 @@
 """`nnUNetTrainer`: nnU-Net's default supervised segmentation recipe as a longnet trainer plugin."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,9 @@ from longnet.io.checkpoints import unwrap
 from longnet.training.distributed import split_batch
 from longnet.training.losses import (DeepSupervisionLoss, DiceBCELoss, DiceCELoss, deep_supervision_weights,
                                      tp_fp_fn)
-from longnet.training.options import NON_NEGATIVE_INT, POSITIVE_INT
 from longnet.training.requirements import Requirements
 from longnet.training.schedulers import PolyLRScheduler
-from longnet.training.segmentation_options import add_segmentation_arguments
+from longnet.training.segmentation_options import SegmentationOptions
 from longnet.training.trainer import Trainer
 
 
@@ -30,7 +28,6 @@ class nnUNetTrainer(Trainer):
     """Supervised segmentation, nnU-Net's recipe: SGD poly, Dice+CE, deep supervision, 33% foreground oversampling."""
 
     requirements = Requirements(labels="some")
-    option_ranges = {"labelled_subjects": POSITIVE_INT, "labelled_seed": NON_NEGATIVE_INT}
     initial_lr = 1e-2
     weight_decay = 3e-5
     momentum = 0.99
@@ -44,12 +41,8 @@ class nnUNetTrainer(Trainer):
     best_metric = "mean_fg_dice"
     best_metric_mode = "max"
     prediction_task = "segmentation"
-    augmentation_on_device_possible = True  # False: batches cannot be augmented after the transfer (no --augmentation)
+    options_class = SegmentationOptions
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        # declared apart from torch so `longnet_train -h` is instant
-        add_segmentation_arguments(parser, cls.augmentation_on_device_possible)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -195,7 +188,7 @@ class nnUNetTrainer(Trainer):
         per-sample CPU augmentation, whatever the number of cores."""
         if self.cascade_labels:  # the previous stage's one-hot channels are built per sample on the CPU
             return False
-        choice = self.options.get("augmentation") or "auto"
+        choice = self.opts.augmentation
         return choice == "gpu" or (choice == "auto" and self.device.type == "cuda")
 
     def prepare_batch(self, batch):
@@ -211,10 +204,9 @@ class nnUNetTrainer(Trainer):
         self.skipped_unlabelled = len(self.train_cases) - len(cases)
         if self.skipped_unlabelled:
             self.print(f"skipping {self.skipped_unlabelled} unlabelled training case(s) (supervised segmentation)")
-        n = self.options.get("labelled_subjects")
+        n = self.opts.labelled_subjects
         if n is not None and self.dataset_index is not None:
-            cases = select_labelled_subjects(self.dataset_index, cases, int(n), int(self.options.get("labelled_seed")
-                                                                                    or 0))
+            cases = select_labelled_subjects(self.dataset_index, cases, n, self.opts.labelled_seed)
             subjects = sorted({self.dataset_index.subject_of(c) for c in cases})
             self.print(f"label budget: {n} subject(s) ({', '.join(subjects)}), {len(cases)} labelled case(s)")
         return cases

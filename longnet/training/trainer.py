@@ -4,8 +4,10 @@ Hooks (override in a plugin): `requirements`, `add_arguments`, `build_network`, 
 `train_loader`, `val_loader`, `training_step`, `validation_step`, `aggregate_validation`, `on_epoch_start`,
 `on_epoch_end`, `final_validation`, `checkpoint_extra`/`load_checkpoint_extra`, `prepare_batch`,
 `backward_and_step`; the prediction contract (`prediction_task`, `add_prediction_arguments`,
-`build_inference_network`, `from_checkpoint`, `run_prediction`) comes from `prediction_contract`. The base does device, seeding, AMP, torch.compile (+ eager fallback), DDP, gradient
-clipping, checkpoints (latest/best/final, SIGTERM), resume, text log, progress.png, TensorBoard and tqdm.
+`build_inference_network`, `from_checkpoint`, `run_prediction`) comes from `prediction_contract`. The base
+does device, seeding, AMP, torch.compile (+ eager fallback), DDP, gradient clipping, checkpoints (latest/best/
+final, SIGTERM), resume, text log, progress.png, TensorBoard and tqdm; docs/plugin_api.md lists the hooks in
+call order.
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
     # a dataclass of `option(...)` fields: generates the trainer's flags, holds each default once, checks ranges;
     # an instance with this run's values is `self.opts` (and is saved in checkpoints)
     options_class: ClassVar[type | None] = None
+    hidden_options: ClassVar[tuple[str, ...]] = ()  # fields of options_class this trainer offers no flag for
 
     def __init__(self, plans: Plans | dict, configuration: str, fold: int | str, dataset_json: dict,
                  device: str | torch.device = "cpu", options: dict | None = None):
@@ -122,7 +125,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
         """Add trainer-specific command-line options (their values arrive in `self.options`); the default adds
         the flags of `options_class`."""
         if cls.options_class is not None:
-            add_option_arguments(parser, cls.options_class)
+            add_option_arguments(parser, cls.options_class, cls.hidden_options)
 
     def get_requirements(self) -> Requirements:
         """Requirements for this run; override when they depend on options (e.g. a `--score-column`)."""

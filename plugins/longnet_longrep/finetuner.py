@@ -8,52 +8,49 @@ in every step instead). Prediction is the generic segmentation predictor (the ne
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import torch
 
 from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT, OptionRange,
-    POSITIVE_FLOAT, Requirements, nnUNetTrainer, option_value, split_batch)
+    POSITIVE_FLOAT, Requirements, SegmentationOptions, nnUNetTrainer, option, split_batch)
 from longnet_longrep.losses import consistency_loss
 from longnet_longrep.pairs import PairAugmentation, PairBatchMaker
-from longnet_longrep.pretrainer import add_pair_arguments
+from longnet_longrep.pretrainer import PairOptions
 from longnet_longrep.schedule import ConstantThenLinearLR
+
+
+@dataclass(frozen=True)
+class FinetunerOptions(SegmentationOptions, PairOptions):
+    """nnUNetTrainer's options, the pair sampling of L_cs and the finetuning recipe."""
+
+    cs_weight: float = option(1.0, "weight of L_cs", range=NON_NEGATIVE_FLOAT)
+    cs_mode: str = option("alternate", "alternate L_sup and L_cs steps (official code), sum both in every step, or off",
+                          choices=("alternate", "sum", "off"))
+    optimizer: str = option("adam", "adam: the paper's Adam (lr --lr, β1 --beta1, constant then linear decay); sgd: "
+                                    "nnU-Net's SGD with poly decay (lr --lr, None: 1e-2)", choices=("adam", "sgd"))
+    lr: float | None = option(None, "learning rate (None: 2e-4 for adam, 1e-2 for sgd)", range=POSITIVE_FLOAT)
+    beta1: float = option(0.5, "Adam β1 for finetuning", range=OptionRange(float, 0, maximum=1))
+    lr_decay_start: float = option(0.5, "adam: fraction of the epochs after which the lr decays linearly to 0",
+                                   range=OptionRange(float, 0, maximum=1))
+    transfer: str = option("no-output", "pretrained U-Net weights to start from: all but the full-resolution output "
+                                        "stage (last decoder stage, its upsampling, the segmentation layers), which "
+                                        "pretraining's reconstruction through the K class logits collapses; or all "
+                                        "(the paper)", choices=("no-output", "all"))
 
 
 class LongRepFinetuner(nnUNetTrainer):
     """Segmentation finetuning with L_sup = Dice+CE on labelled visits and L_cs on unlabelled visit pairs."""
 
     requirements = Requirements(labels="some", min_visits_per_subject=2, min_subjects=1, aligned_visits=True)
-    option_ranges = {"lr": POSITIVE_FLOAT, "cs_weight": NON_NEGATIVE_FLOAT,
-                     "lr_decay_start": OptionRange(float, 0, maximum=1)}
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        super().add_arguments(parser)
-        a = parser.add_argument
-        a("--cs-weight", dest="cs_weight", type=float, default=1.0, help="weight of L_cs (default 1)")
-        a("--cs-mode", dest="cs_mode", default="alternate", choices=["alternate", "sum", "off"],
-          help="alternate L_sup and L_cs steps (official code, default), sum both in every step, or off")
-        a("--optimizer", dest="optimizer", default="adam", choices=["adam", "sgd"],
-          help="adam: the paper's Adam (lr --lr, β1 --beta1, constant then linear decay); sgd: nnU-Net's SGD "
-               "with poly decay (lr --lr, default 1e-2)")
-        a("--lr", dest="lr", type=float, default=None, help="learning rate (default 2e-4 adam, 1e-2 sgd)")
-        a("--beta1", dest="beta1", type=float, default=0.5, help="Adam β1 for finetuning (default 0.5)")
-        a("--lr-decay-start", dest="lr_decay_start", type=float, default=0.5,
-          help="adam: fraction of the epochs after which the lr decays linearly to 0 (default 0.5)")
-        a("--transfer", dest="transfer", default="no-output", choices=["all", "no-output"],
-          help="pretrained U-Net weights to start from: no-output (default): all but the full-resolution output "
-               "stage (last decoder stage, its upsampling, the segmentation layers), which pretraining's "
-               "reconstruction through the K class logits collapses; all: every weight (the paper)")
-        add_pair_arguments(parser)
+    options_class = FinetunerOptions
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.cs_mode = self.options.get("cs_mode") or "alternate"
-        self.cs_weight = float(self.options.get("cs_weight") if self.options.get("cs_weight") is not None else 1.0)
+        self.cs_mode, self.cs_weight = self.opts.cs_mode, self.opts.cs_weight
 
     def pretrained_exclude_prefixes(self, network: torch.nn.Module) -> tuple[str, ...]:
-        if (self.options.get("transfer") or "no-output") == "all":
+        if self.opts.transfer == "all":
             return ()
         decoder = getattr(network, "decoder", None)
         if decoder is None or not hasattr(decoder, "stages"):
@@ -66,27 +63,27 @@ class LongRepFinetuner(nnUNetTrainer):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        o = self.options
-        if (o.get("optimizer") or "adam") == "sgd":
-            if o.get("lr") is not None:
-                self.initial_lr = float(o["lr"])
+        o = self.opts
+        if o.optimizer == "sgd":
+            if o.lr is not None:
+                self.initial_lr = o.lr
             return super().configure_optimizers()
-        opt = torch.optim.Adam(self.network.parameters(), lr=float(option_value(o, "lr", 2e-4)),
-                               betas=(float(o.get("beta1") if o.get("beta1") is not None else 0.5), 0.999))
-        return opt, ConstantThenLinearLR(opt, self.num_epochs, float(o.get("lr_decay_start", 0.5)))
+        opt = torch.optim.Adam(self.network.parameters(), lr=o.lr if o.lr is not None else 2e-4,
+                               betas=(o.beta1, 0.999))
+        return opt, ConstantThenLinearLR(opt, self.num_epochs, o.lr_decay_start)
 
     # ------------------------------------------------------------------ data
     def _pair_iterator(self):
         index = LongitudinalIndex(self.preprocessed_dataset_folder, self.configuration_manager.data_identifier,
                                   self.train_cases)
         try:
-            sampler = IntraSubjectPairSampler(index, mode=self.options.get("pair_mode") or "random")
+            sampler = IntraSubjectPairSampler(index, mode=self.opts.pair_mode)
         except LongnetError as e:
             raise LongnetError(f"LongRepFinetuner needs visit pairs for L_cs ({e}); use --cs-mode off to train "
                                "without them") from None
         conf = self.configuration_manager
         local_bs, _ = split_batch(conf.batch_size, self.dist.world_size, self.dist.rank)
-        aug = PairAugmentation(intensity=not self.options.get("no_intensity_aug"))
+        aug = PairAugmentation(intensity=not self.opts.no_intensity_aug)
         maker = PairBatchMaker(index, sampler, conf.patch_size, local_bs, aug)
         return self.make_batch_iterator(maker.make_batch, "pairs")
 

@@ -9,14 +9,14 @@ segmentation trainer) starts from it. The projector/predictor/reconstruction hea
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT, OptionRange,
-    POSITIVE_FLOAT, POSITIVE_INT, Requirements, Trainer, build_network_from_architecture, frozen_draws,
-    frozen_draws_path, option_value, split_batch, unwrap)
+from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT, OptionRange, POSITIVE_FLOAT, POSITIVE_INT, Requirements, Trainer,
+    build_network_from_architecture, frozen_draws, frozen_draws_path, option, split_batch, unwrap)
 from longnet_longrep.model import HEAD_PREFIXES, LongRepPretrainModel, LossWeights
 from longnet_longrep.pairs import FrozenPairBatches, PairAugmentation, PairBatchMaker
 from longnet_longrep.schedule import ConstantThenLinearLR
@@ -24,13 +24,38 @@ from longnet_longrep.schedule import ConstantThenLinearLR
 VAL_DRAW_SEED = 0  # fixed, so runs with different --seed still validate on the same pairs
 
 
-def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+@dataclass(frozen=True)
+class PairOptions:
     """Pair sampling options shared by pretraining and finetuning (L_cs)."""
-    parser.add_argument("--pair-mode", dest="pair_mode", default="random", choices=["random", "adjacent"],
-                        help="intra-subject pairs: two random distinct visits (official code, default) or "
-                             "consecutive visits (paper)")
-    parser.add_argument("--no-intensity-aug", dest="no_intensity_aug", action="store_true",
-                        help="no intensity corruption of the pairs (pretraining: plain reconstruction)")
+
+    pair_mode: str = option("random", "intra-subject pairs: two random distinct visits (official code) or "
+                                      "consecutive visits (paper)", choices=("random", "adjacent"))
+    no_intensity_aug: bool = option(False, "no intensity corruption of the pairs (pretraining: plain "
+                                           "reconstruction)")
+
+
+@dataclass(frozen=True)
+class PretrainerOptions(PairOptions):
+    """LongRepPretrainer's options."""
+
+    val_iters: int | None = option(None, "validation batches per epoch (fixed pairs from the validation split; "
+                                         "None: 5)", range=NON_NEGATIVE_INT)
+    proj_width: int = option(2048, "projector width W", range=POSITIVE_INT)
+    pred_width: int | None = option(None, "predictor bottleneck width (None: W/4, the official code's 512 for "
+                                          "W=2048)", range=POSITIVE_INT)
+    num_patches: int = option(128, "voxel positions M sampled per tapped layer (same for both visits and all "
+                                   "items)", range=POSITIVE_INT)
+    lambda_sim: float = option(1.0, "weight λ of L_sim", range=NON_NEGATIVE_FLOAT)
+    alpha_rec: float = option(10.0, "weight α of L_rec", range=NON_NEGATIVE_FLOAT)
+    mu_var: float = option(1e-2, "weight μ of L_S", range=NON_NEGATIVE_FLOAT)
+    gamma_cov: float = option(1e-3, "weight γ of L_C", range=NON_NEGATIVE_FLOAT)
+    beta_orth: float = option(100.0, "weight β of L_O", range=NON_NEGATIVE_FLOAT)
+    lr: float = option(2e-4, "U-Net learning rate (Adam)", range=POSITIVE_FLOAT)
+    beta1: float = option(0.9, "Adam β1 of the U-Net (paper 0.9, code 0.5)", range=OptionRange(float, 0, maximum=1))
+    head_lr: float = option(2e-4, "projector/predictor AdamW learning rate", range=POSITIVE_FLOAT)
+    head_weight_decay: float = option(1e-2, "projector/predictor AdamW weight decay", range=NON_NEGATIVE_FLOAT)
+    lr_decay_start: float = option(0.5, "fraction of the epochs after which the lr decays linearly to 0",
+                                   range=OptionRange(float, 0, maximum=1))
 
 
 class LongRepPretrainer(Trainer):
@@ -38,10 +63,7 @@ class LongRepPretrainer(Trainer):
     regularisers and a denoising reconstruction head. Needs subjects with >= 2 (aligned) visits; no labels."""
 
     requirements = Requirements(min_visits_per_subject=2, min_subjects=1, labels="any", aligned_visits=True)
-    option_ranges = {"proj_width": POSITIVE_INT, "pred_width": POSITIVE_INT, "num_patches": POSITIVE_INT,
-                     "lr": POSITIVE_FLOAT, "head_lr": POSITIVE_FLOAT, "head_weight_decay": NON_NEGATIVE_FLOAT,
-                     "lr_decay_start": OptionRange(float, 0, maximum=1),
-                     **{w: NON_NEGATIVE_FLOAT for w in ("lambda_sim", "alpha_rec", "mu_var", "gamma_cov", "beta_orth")}}
+    options_class = PretrainerOptions
     prediction_task = "none"  # its checkpoint initialises LongRepFinetuner
     # the SimSiam heads (W x W per tapped layer, with their AdamW moments ~95% of a full checkpoint) only matter for
     # continuing the pretraining: checkpoint_final/best hold the U-Net alone, checkpoint_latest everything
@@ -50,50 +72,23 @@ class LongRepPretrainer(Trainer):
     best_metric_mode = "min"
     num_val_iterations_per_epoch = 5
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        a = parser.add_argument
-        a("--val-iters", dest="val_iters", type=int, default=None,
-          help="validation batches per epoch (fixed pairs from the validation split; default 5)")
-        a("--proj-width", dest="proj_width", type=int, default=2048, help="projector width W (default 2048)")
-        a("--pred-width", dest="pred_width", type=int, default=None,
-          help="predictor bottleneck width (default W/4, the official code's 512 for W=2048)")
-        a("--num-patches", dest="num_patches", type=int, default=128,
-          help="voxel positions M sampled per tapped layer (same for both visits and all items; default 128)")
-        a("--lambda-sim", dest="lambda_sim", type=float, default=1.0, help="weight λ of L_sim (default 1)")
-        a("--alpha-rec", dest="alpha_rec", type=float, default=10.0, help="weight α of L_rec (default 10)")
-        a("--mu-var", dest="mu_var", type=float, default=1e-2, help="weight μ of L_S (default 1e-2)")
-        a("--gamma-cov", dest="gamma_cov", type=float, default=1e-3, help="weight γ of L_C (default 1e-3)")
-        a("--beta-orth", dest="beta_orth", type=float, default=100.0, help="weight β of L_O (default 100)")
-        a("--lr", dest="lr", type=float, default=2e-4, help="U-Net learning rate (Adam; default 2e-4)")
-        a("--beta1", dest="beta1", type=float, default=0.9, help="Adam β1 of the U-Net (paper 0.9, code 0.5)")
-        a("--head-lr", dest="head_lr", type=float, default=2e-4, help="projector/predictor AdamW lr (2e-4)")
-        a("--head-weight-decay", dest="head_weight_decay", type=float, default=1e-2,
-          help="projector/predictor AdamW weight decay (default 1e-2)")
-        a("--lr-decay-start", dest="lr_decay_start", type=float, default=0.5,
-          help="fraction of the epochs after which the lr decays linearly to 0 (default 0.5)")
-        add_pair_arguments(parser)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.pair_aug = PairAugmentation(intensity=not self.options.get("no_intensity_aug"))
+        self.pair_aug = PairAugmentation(intensity=not self.opts.no_intensity_aug)
 
     # ------------------------------------------------------------------ network and optimiser
     def loss_weights(self) -> LossWeights:
-        o = self.options
-        return LossWeights(sim=float(o.get("lambda_sim", 1.0)), rec=float(o.get("alpha_rec", 10.0)),
-                           var=float(o.get("mu_var", 1e-2)), cov=float(o.get("gamma_cov", 1e-3)),
-                           orth=float(o.get("beta_orth", 100.0)))
+        o = self.opts
+        return LossWeights(sim=o.lambda_sim, rec=o.alpha_rec, var=o.mu_var, cov=o.gamma_cov, orth=o.beta_orth)
 
     def build_network(self) -> nn.Module:
         unet = build_network_from_architecture(self.configuration_manager.architecture, self.num_input_channels,
                                                self.label_manager.num_segmentation_heads, deep_supervision=False)
-        width = int(option_value(self.options, "proj_width", 2048))
+        o = self.opts
         model = LongRepPretrainModel(unet, self.num_input_channels, self.label_manager.num_segmentation_heads,
-                                     proj_width=width,
-                                     pred_width=int(option_value(self.options, "pred_width", max(1, width // 4))),
-                                     num_patches=int(option_value(self.options, "num_patches", 128)),
-                                     weights=self.loss_weights())
+                                     proj_width=o.proj_width,
+                                     pred_width=o.pred_width if o.pred_width is not None else max(1, o.proj_width // 4),
+                                     num_patches=o.num_patches, weights=self.loss_weights())
         self.print("LongRep taps: " + ", ".join(f"{t.name} ({t.module_name}, {t.channels} ch, 1/"
                                                  f"{'x'.join(map(str, t.downsampling))})" for t in model.taps))
         return model
@@ -102,23 +97,20 @@ class LongRepPretrainer(Trainer):
         """One AdamW with two parameter groups: the U-Net (+ reconstruction conv) without weight decay, i.e.
         Adam as in the paper, and the projector/predictor heads with their own lr and weight decay."""
         net = unwrap(self.network)
-        o = self.options
+        o = self.opts
         heads = list(net.longrep_heads.parameters())
         head_ids = {id(p) for p in heads}
         rest = [p for p in net.parameters() if id(p) not in head_ids]
-        groups = [{"params": rest, "lr": float(option_value(o, "lr", 2e-4)), "weight_decay": 0.0,
-                   "betas": (float(o.get("beta1") if o.get("beta1") is not None else 0.9), 0.999)},
-                  {"params": heads, "lr": float(option_value(o, "head_lr", 2e-4)),
-                   "weight_decay": float(o.get("head_weight_decay") if o.get("head_weight_decay") is not None
-                                         else 1e-2)}]
+        groups = [{"params": rest, "lr": o.lr, "weight_decay": 0.0, "betas": (o.beta1, 0.999)},
+                  {"params": heads, "lr": o.head_lr, "weight_decay": o.head_weight_decay}]
         opt = torch.optim.AdamW(groups)
-        return opt, ConstantThenLinearLR(opt, self.num_epochs, float(o.get("lr_decay_start", 0.5)))
+        return opt, ConstantThenLinearLR(opt, self.num_epochs, o.lr_decay_start)
 
     # ------------------------------------------------------------------ data
     def _maker(self, cases: list[str]) -> PairBatchMaker | None:
         index = LongitudinalIndex(self.preprocessed_dataset_folder, self.configuration_manager.data_identifier, cases)
         try:
-            sampler = IntraSubjectPairSampler(index, mode=self.options.get("pair_mode") or "random")
+            sampler = IntraSubjectPairSampler(index, mode=self.opts.pair_mode)
         except LongnetError:
             return None
         conf = self.configuration_manager

@@ -15,6 +15,7 @@ class DiffWeightingTrainer(PriorConcatTrainer):
     """Prior-conditioned segmentation with difference weighting of shared-encoder features."""
 
     network_kind = "diff"
+    hidden_options = ("augmentation", "prior_seg")  # no prior-segmentation channels in the fused features
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

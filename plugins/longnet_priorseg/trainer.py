@@ -16,15 +16,16 @@ before the transforms, so they stay paired (`longnet_priorseg.transforms`).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.api import (CaseReader, LongitudinalIndex, LongnetError, POSITIVE_FLOAT, Requirements,
-    architecture_with_overrides, build_network_from_architecture, foreground_flags, load_checkpoint, nnUNetTrainer,
-    option_value, split_batch, strip_prefixes, unwrap)
+from longnet.api import (POSITIVE_FLOAT, CaseReader, LongitudinalIndex, LongnetError, Requirements,
+    SegmentationOptions, architecture_with_overrides, build_network_from_architecture, foreground_flags,
+    load_checkpoint, nnUNetTrainer, option, split_batch, strip_prefixes, unwrap)
 from longnet_priorseg.network import PRIOR_INIT_MODES, DiffWeightingUNet, adapt_input_convs
 from longnet_priorseg.priors import PRIOR_MODES, PRIOR_SEG_MODES, PriorTable, network_input_array
 from longnet_priorseg.sampler import ALIGN_HINT, PriorPatchSampler
@@ -34,28 +35,28 @@ TRANSFER_MODES = ("no-output", "all", "encoder")
 OPTIMIZERS = ("sgd", "adam")
 
 
-def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
-    """The prior-conditioning flags shared by both trainers."""
-    a = parser.add_argument
-    a("--prior", dest="prior", default="immediate", choices=PRIOR_MODES,
-      help="training prior: the immediately preceding visit (default) or any earlier visit at random "
-           "(LongiSeg's random prior); inference always uses the preceding visit")
-    a("--prior-seg", dest="prior_seg", default="none", choices=PRIOR_SEG_MODES,
-      help="gt: add the prior's segmentation as one-hot input channels (training: ground truth where the prior "
-           "is labelled, else zeros; inference: the model's own prediction of the prior, chained)")
-    a("--pair-intensity", dest="pair_intensity", default="same", choices=INTENSITY_MODES,
-      help="same (default): one set of random intensity-augmentation parameters for both visits; independent: "
-           "nnU-Net's per-channel draws")
-    a("--transfer", dest="transfer", default="no-output", choices=TRANSFER_MODES,
-      help="with --pretrained-weights (e.g. a LongRepPretrainer checkpoint): which U-Net weights to take: "
-           "no-output (default) all but the full-resolution output stage, all, or encoder only")
-    a("--optimizer", dest="optimizer", default="sgd", choices=OPTIMIZERS,
-      help="sgd: nnU-Net's SGD (default); adam: Adam with L2 weight decay 3e-5 and the same poly decay "
-           "(nnUNetTrainerVanillaAdam's optimiser), which learns faster in short CPU schedules")
-    a("--lr", dest="lr", type=float, default=None, help="initial learning rate (default 1e-2 sgd, 1e-3 adam)")
-    a("--prior-init", dest="prior_init", default="zero", choices=PRIOR_INIT_MODES,
-      help="with --pretrained-weights: the first convolution's prior channels start at zero (default) or as "
-           "a copy of the pretrained kernel (both halves x0.5)")
+@dataclass(frozen=True)
+class PriorOptions(SegmentationOptions):
+    """nnUNetTrainer's options plus the prior conditioning (both prior trainers)."""
+
+    prior: str = option("immediate", "training prior: the immediately preceding visit or any earlier visit at random "
+                                     "(LongiSeg's random prior); inference always uses the preceding visit",
+                        choices=PRIOR_MODES)
+    prior_seg: str = option("none", "gt: add the prior's segmentation as one-hot input channels (training: ground "
+                                    "truth where the prior is labelled, else zeros; inference: the model's own "
+                                    "prediction of the prior, chained)", choices=PRIOR_SEG_MODES)
+    pair_intensity: str = option("same", "same: one set of random intensity-augmentation parameters for both "
+                                         "visits; independent: nnU-Net's per-channel draws", choices=INTENSITY_MODES)
+    transfer: str = option("no-output", "with --pretrained-weights (e.g. a LongRepPretrainer checkpoint): which U-Net "
+                                        "weights to take: all but the full-resolution output stage, all, or encoder "
+                                        "only", choices=TRANSFER_MODES)
+    optimizer: str = option("sgd", "sgd: nnU-Net's SGD; adam: Adam with L2 weight decay 3e-5 and the same poly "
+                                   "decay (nnUNetTrainerVanillaAdam's optimiser), which learns faster in short CPU "
+                                   "schedules", choices=OPTIMIZERS)
+    lr: float | None = option(None, "initial learning rate (None: 1e-2 for sgd, 1e-3 for adam)", range=POSITIVE_FLOAT)
+    prior_init: str = option("zero", "with --pretrained-weights: the first convolution's prior channels start at zero "
+                                     "or as a copy of the pretrained kernel (both halves x0.5)",
+                             choices=PRIOR_INIT_MODES)
 
 
 def build_prior_network(kind: str, architecture: dict, channels_per_visit: int, n_prior_labels: int,
@@ -73,37 +74,22 @@ class PriorConcatTrainer(nnUNetTrainer):
     """Segmentation of a visit conditioned on an earlier visit of the same subject (channel concatenation)."""
 
     requirements = Requirements(labels="some", aligned_visits=True)
-    augmentation_on_device_possible = False  # the visit pair is augmented per sample on the CPU
-    option_ranges = {"lr": POSITIVE_FLOAT}
+    options_class = PriorOptions
+    hidden_options = ("augmentation",)  # the visit pair is augmented per sample on the CPU
     prediction_task = "longitudinal_segmentation"
     network_kind = "concat"
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        super().add_arguments(parser)
-        add_prior_arguments(parser)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        o = self.options
-        self.prior_mode = o.get("prior") or "immediate"
-        self.prior_seg = o.get("prior_seg") or "none"
-        self.pair_intensity = o.get("pair_intensity") or "same"
-        for value, allowed, flag in ((self.prior_mode, PRIOR_MODES, "--prior"),
-                                     (self.prior_seg, PRIOR_SEG_MODES, "--prior-seg"),
-                                     (self.pair_intensity, INTENSITY_MODES, "--pair-intensity"),
-                                     (o.get("transfer") or "no-output", TRANSFER_MODES, "--transfer"),
-                                     (o.get("prior_init") or "zero", PRIOR_INIT_MODES, "--prior-init"),
-                                     (o.get("optimizer") or "sgd", OPTIMIZERS, "--optimizer")):
-            if value not in allowed:
-                raise LongnetError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
-        if o.get("augmentation") == "gpu":
+        o = self.opts
+        self.prior_mode, self.prior_seg, self.pair_intensity = o.prior, o.prior_seg, o.pair_intensity
+        if o.augmentation == "gpu":
             raise LongnetError(f"{type(self).__name__} augments the visit pair per sample on the CPU (one transform "
                                "for both visits); --augmentation gpu is not available for it")
         if self.label_manager.has_regions and self.prior_seg != "none":
             raise LongnetError("--prior-seg gt needs a label-based dataset (regions are not supported)")
-        self.optimizer_name = o.get("optimizer") or "sgd"
-        self.initial_lr = float(option_value(o, "lr", 1e-3 if self.optimizer_name == "adam" else self.initial_lr))
+        self.optimizer_name = o.optimizer
+        self.initial_lr = o.lr if o.lr is not None else (1e-3 if o.optimizer == "adam" else self.initial_lr)
         self._val_table: PriorTable | None = None
         self._val_predictions: dict[str, np.ndarray] = {}
         self._val_predictor = None
@@ -129,7 +115,7 @@ class PriorConcatTrainer(nnUNetTrainer):
         return super().build_optimizer()
 
     def pretrained_exclude_prefixes(self, network: nn.Module) -> tuple[str, ...]:
-        mode = self.options.get("transfer") or "no-output"
+        mode = self.opts.transfer
         if mode == "all":
             return ()
         if mode == "encoder":
@@ -148,7 +134,7 @@ class PriorConcatTrainer(nnUNetTrainer):
             net = unwrap(self.network)
             skip = self.pretrained_exclude_prefixes(net)
             source = {k: v for k, v in source.items() if not k.startswith(skip)}
-            adapt_input_convs(net, source, self.num_image_channels, self.options.get("prior_init") or "zero",
+            adapt_input_convs(net, source, self.num_image_channels, self.opts.prior_init,
                               self.print)
 
     # ------------------------------------------------------------------ data
@@ -218,7 +204,7 @@ class PriorConcatTrainer(nnUNetTrainer):
 
             if self._val_predictor is None:
                 self._val_predictor = Predictor.from_trainer(
-                    self, use_mirroring=not self.options.get("no_validation_mirroring"))
+                    self, use_mirroring=not self.opts.no_validation_mirroring)
             data, _, props = CaseReader(self.data_folder).load(case)
             logits = self._val_predictor.predict_preprocessed(self.network_input(case, data, props))
             self._val_predictions[case] = logits_to_segmentation(logits.numpy(), self.label_manager)
