@@ -75,16 +75,23 @@ def option_value(options: Mapping[str, Any], key: str, default: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- typed options
-def option(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
-           range: OptionRange | None = None, metavar: str | None = None, nargs: int | None = None,
-           kind: type | None = None) -> Any:
+def option(default: Any, help: str, *, flag: str | tuple[str, ...] | None = None, choices: tuple | None = None,
+           range: OptionRange | None = None, metavar: str | None = None, nargs: int | str | None = None,
+           kind: type | None = None, required: bool = False) -> Any:
     """One field of a trainer's options dataclass: its default (held here once), help text, range or choices.
-    The command-line flag is `--field-name` unless `flag` says otherwise; a bool field becomes a switch; `nargs`
-    values of type `kind` make a list (the range, if any, applies to each)."""
+    The command-line flag is `--field-name` unless `flag` names it (a tuple: the first name and aliases); a bool
+    field becomes a switch; `nargs` values of type `kind` make a list (the range, if any, applies to each);
+    `required`: the run needs a value (no default)."""
     from dataclasses import field
 
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "range": range,
-                                            "metavar": metavar, "nargs": nargs, "kind": kind})
+                                            "metavar": metavar, "nargs": nargs, "kind": kind,
+                                            "required": required})
+
+
+def _flags(f) -> tuple[str, ...]:
+    flag = f.metadata["flag"]
+    return (flag,) if isinstance(flag, str) else tuple(flag or (flag_of(f.name),))
 
 
 def _fields(options_cls: type) -> list:
@@ -100,14 +107,14 @@ def add_option_arguments(parser, options_cls: type, exclude: tuple[str, ...] = (
         if f.name in exclude:
             continue
         m = f.metadata
-        flag = m["flag"] or flag_of(f.name)
         if f.type in (bool, "bool") or isinstance(f.default, bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None,
+            parser.add_argument(*_flags(f), dest=f.name, action="store_true", default=None,
                                 help=m["help"] + ("" if not f.default else " (default on)"))
             continue
         kind = m["kind"] or {int: int, float: float}.get(type(f.default)) or (m["range"].kind if m["range"] else str)
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=m["choices"], metavar=m["metavar"],
-                            nargs=m["nargs"], help=f"{m['help']} (default {f.default})")
+        parser.add_argument(*_flags(f), dest=f.name, type=kind, default=None, choices=m["choices"],
+                            metavar=m["metavar"], nargs=m["nargs"], required=m["required"],
+                            help=m["help"] + ("" if m["required"] else f" (default {f.default})"))
 
 
 def parse_options(options_cls: type, options: Mapping[str, Any]) -> Any:
@@ -118,7 +125,9 @@ def parse_options(options_cls: type, options: Mapping[str, Any]) -> Any:
         value = options.get(f.name)
         value = f.default if value is None else value
         m = f.metadata
-        flag = m["flag"] or flag_of(f.name)
+        flag = _flags(f)[0]
+        if value is None and m["required"]:
+            raise LongnetError(f"{flag} is required")
         if value is None:  # an option whose default is "decided elsewhere" (e.g. the plans' patch size)
             values[f.name] = None
             continue

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch.nn as nn
 
-from longnet.api import LongitudinalIndex
+from longnet.api import NON_NEGATIVE_FLOAT, LongitudinalIndex, option
 from longnet_stamp.data import cache_budget, pair_dt_range
 
 
@@ -23,9 +24,20 @@ def cache_bytes() -> int:
     return cache_budget(default_num_workers())
 
 
-def resolve_window(options: dict, index: LongitudinalIndex) -> tuple[float, float]:
+@dataclass(frozen=True)
+class WindowOptions:
+    """The Δt window of training pairs and of the Δt bins (None: from the training split's visit gaps)."""
+
+    min_days: float | None = option(None, "smallest Δt (days) of a training pair and lower end of the Δt bins "
+                                          "(None: the smallest gap between two visits of a subject in the training "
+                                          "split)", range=NON_NEGATIVE_FLOAT)
+    max_days: float | None = option(None, "largest Δt of a pair and upper end of the Δt bins (None: the largest "
+                                          "gap)", range=NON_NEGATIVE_FLOAT)
+
+
+def resolve_window(options: WindowOptions, index: LongitudinalIndex) -> tuple[float, float]:
     """(min_days, max_days): the command line's values, else the range of the training split's pair gaps."""
-    lo, hi = options.get("min_days"), options.get("max_days")
+    lo, hi = options.min_days, options.max_days
     if lo is None or hi is None:
         data_lo, data_hi = pair_dt_range(index)
         lo = data_lo if lo is None else lo

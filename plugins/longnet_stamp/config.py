@@ -5,12 +5,11 @@ a prediction rebuilds the same network without the command line of the pretraini
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence
 
-from longnet.api import LongnetError
+from longnet.api import POSITIVE_INT, LongnetError, OptionRange, option
 
 #: "base" is the paper's ViT-B, "tiny" the spec's test configuration, "small" a CPU demo size.
 PRESETS: dict[str, dict] = {
@@ -113,29 +112,36 @@ def input_size(plan_patch: Sequence[int], vit_patch: Sequence[int]) -> tuple[int
     return tuple(max(p, (int(s) // p) * p) for s, p in zip(plan_patch, vit_patch))
 
 
-def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the pretrainer and a probe with --random-encoder."""
-    parser.add_argument("--preset", default="base", choices=sorted(PRESETS),
-                        help="network size preset (base = ViT-B as in the paper; tiny/small for CPU)")
-    parser.add_argument("--vit-patch", dest="vit_patch", type=int, nargs="+", default=None,
-                        help="ViT patch size, 1 or 3 ints (default: derived from the plan's patch size)")
-    for name in OVERRIDABLE:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None,
-                            help=f"override the preset's {name} (default: the preset's)")
-    parser.add_argument("--deterministic-mae", "--siamese-mae", dest="deterministic_mae", action="store_true",
-                        help="deterministic Siamese-MAE ablation: no latent, no KL (same encoder/decoder)")
-    parser.add_argument("--mask-ratio", dest="mask_ratio", type=float, default=0.75,
-                        help="fraction of future patches hidden (default 0.75)")
+@dataclass(frozen=True)
+class ArchitectureOptions:
+    """Network-size options shared by the pretrainer and a probe with --random-encoder (None = the preset's)."""
+
+    preset: str = option("base", "network size preset (base = ViT-B as in the paper; tiny/small for CPU)",
+                         choices=tuple(sorted(PRESETS)))
+    vit_patch: list | None = option(None, "ViT patch size, 1 or 3 ints (None: derived from the plan's patch size)",
+                                    nargs="+", kind=int, range=POSITIVE_INT)
+    width: int | None = option(None, "override the preset's encoder width", range=POSITIVE_INT)
+    depth: int | None = option(None, "override the preset's encoder depth", range=POSITIVE_INT)
+    heads: int | None = option(None, "override the preset's encoder heads", range=POSITIVE_INT)
+    dec_width: int | None = option(None, "override the preset's decoder width", range=POSITIVE_INT)
+    dec_depth: int | None = option(None, "override the preset's decoder depth", range=POSITIVE_INT)
+    dec_heads: int | None = option(None, "override the preset's decoder heads", range=POSITIVE_INT)
+    latent_vars: int | None = option(None, "override the preset's number of latent variables", range=POSITIVE_INT)
+    latent_classes: int | None = option(None, "override the preset's classes per latent variable", range=POSITIVE_INT)
+    dt_bins: int | None = option(None, "override the preset's number of Δt bins", range=POSITIVE_INT)
+    deterministic_mae: bool = option(False, "deterministic Siamese-MAE ablation: no latent, no KL (same "
+                                            "encoder/decoder)", flag=("--deterministic-mae", "--siamese-mae"))
+    mask_ratio: float = option(0.75, "fraction of future patches hidden", range=OptionRange(float, 0, maximum=0.99))
 
 
-def config_from_options(options: dict, in_channels: int, plan_patch: Sequence[int], dt_min: float,
+def config_from_options(options: ArchitectureOptions, in_channels: int, plan_patch: Sequence[int], dt_min: float,
                         dt_max: float) -> STAMPConfig:
-    """STAMPConfig from the command-line options of a trainer and the plan's patch size."""
-    sizes = dict(PRESETS[options.get("preset") or "base"])
+    """STAMPConfig from a trainer's options and the plan's patch size."""
+    sizes = dict(PRESETS[options.preset])
     for name in OVERRIDABLE:
-        if options.get(name) is not None:
-            sizes[name] = int(options[name])
-    vp = options.get("vit_patch")
+        if getattr(options, name) is not None:
+            sizes[name] = int(getattr(options, name))
+    vp = options.vit_patch
     if vp:
         vp = list(vp) * 3 if len(vp) == 1 else list(vp)
         if len(vp) != len(plan_patch):
@@ -146,5 +152,4 @@ def config_from_options(options: dict, in_channels: int, plan_patch: Sequence[in
         raise LongnetError(f"STAMP needs a 3D configuration (patch {list(plan_patch)}); use 3d_fullres")
     return STAMPConfig(in_channels=int(in_channels), img_size=input_size(plan_patch, vp), patch=tuple(vp),
                        dt_min=float(dt_min), dt_max=float(dt_max),
-                       mask_ratio=float(options.get("mask_ratio") if options.get("mask_ratio") is not None else 0.75),
-                       deterministic=bool(options.get("deterministic_mae")), **sizes)
+                       mask_ratio=options.mask_ratio, deterministic=options.deterministic_mae, **sizes)

@@ -8,6 +8,7 @@ STAMP or Siamese-MAE checkpoint.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from longnet.api import (LongnetError, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Trainer, WarmupCosineScheduler,
-    classification_metrics, load_checkpoint, option_value, save_json, strip_prefixes, unwrap)
-from longnet_stamp.common import cache_bytes, param_groups, resolve_window, split_index
-from longnet_stamp.config import STAMPConfig, add_architecture_arguments, config_from_options
+from longnet.api import (LongnetError, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, Trainer,
+    WarmupCosineScheduler, classification_metrics, load_checkpoint, option, save_json, strip_prefixes, unwrap)
+from longnet_stamp.common import WindowOptions, cache_bytes, param_groups, resolve_window, split_index
+from longnet_stamp.config import ArchitectureOptions, STAMPConfig, config_from_options
 from longnet_stamp.data import ScanBatcher, labelled_cases
 from longnet_stamp.model import STAMPNet
 from longnet_stamp.probe_net import STAMPProbeNet
-from longnet_stamp.trainer import add_window_arguments
 
 MAX_VAL_BATCH = 64
 
@@ -59,60 +59,53 @@ def encoder_from_checkpoint(path: str) -> tuple[STAMPNet, dict]:
     return net, ckpt
 
 
+@dataclass(frozen=True)
+class ProbeOptions(ArchitectureOptions, WindowOptions):
+    """STAMPProbeTrainer's options (the architecture ones size a --random-encoder)."""
+
+    target: str | None = option(None, "binary visitsTr.csv column to predict (e.g. converter)", required=True)
+    horizon_days: float | None = option(None, "prediction horizon in days; its Δt-embedding is added to the scan's "
+                                              "CLS", required=True, range=NON_NEGATIVE_FLOAT)
+    encoder: str | None = option(None, "checkpoint of a STAMPTrainer run (STAMP or Siamese-MAE); give it or "
+                                       "--random-encoder")
+    random_encoder: bool = option(False, "randomly initialised encoder (the baseline; sizes from --preset etc.)")
+    augment: bool = option(False, "random crops + flips, encoder run every step (default: the frozen encoder's "
+                                  "tokens of each centre-cropped scan are computed once and cached)")
+    encoder_tokens: bool = option(False, "probe a STAMP encoder's own tokens (deterministic mode) instead of "
+                                         "[z from the prior ; projected tokens]")
+    probe_heads: int | None = option(None, "attention heads of the pooling probe (None: 12 or the largest divisor)",
+                                     range=POSITIVE_INT)
+    batch_size: int = option(32, "scans per step", range=POSITIVE_INT)
+    lr: float = option(1e-3, "AdamW learning rate", range=POSITIVE_FLOAT)
+    warmup_epochs: int | None = option(None, "warm-up epochs (None: 10, at most a tenth of the epochs)",
+                                       range=NON_NEGATIVE_INT)
+    prior_samples: int = option(4, "z samples from the prior averaged at validation/prediction", range=POSITIVE_INT)
+    val_iters: int | None = option(None, "validation batches per epoch (None: 1 = all validation visits up to 64)",
+                                   range=NON_NEGATIVE_INT)
+
+
 class STAMPProbeTrainer(Trainer):
     """Frozen encoder + attention-pooling probe; AdamW lr 1e-3, wd 0, warm-up then cosine (per epoch)."""
 
     prediction_task = "classification"
-    option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "warmup_epochs": NON_NEGATIVE_INT,
-                     "prior_samples": POSITIVE_INT, "probe_heads": POSITIVE_INT}
+    options_class = ProbeOptions
     num_epochs = 200
     num_iterations_per_epoch = 25
     num_val_iterations_per_epoch = 1
     best_metric = "val_loss"
     best_metric_mode = "min"
-    base_lr = 1e-3
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--target", required=True, help="binary visitsTr.csv column to predict (e.g. converter)")
-        parser.add_argument("--horizon-days", dest="horizon_days", type=float, required=True,
-                            help="prediction horizon in days; its Δt-embedding is added to the scan's CLS")
-        src = parser.add_mutually_exclusive_group()
-        src.add_argument("--encoder", default=None,
-                         help="checkpoint of a STAMPTrainer run (STAMP or Siamese-MAE; no default: "
-                              "give it or --random-encoder)")
-        src.add_argument("--random-encoder", dest="random_encoder", action="store_true",
-                         help="randomly initialised encoder (baseline; sizes from --preset etc.)")
-        add_architecture_arguments(parser)
-        add_window_arguments(parser)
-        parser.add_argument("--augment", action="store_true",
-                            help="random crops + flips, encoder run every step (default: the frozen encoder's "
-                                 "tokens of each centre-cropped scan are computed once and cached)")
-        parser.add_argument("--encoder-tokens", dest="encoder_tokens", action="store_true",
-                            help="probe a STAMP encoder's own tokens (deterministic mode) instead of "
-                                 "[z from the prior ; projected tokens]")
-        parser.add_argument("--probe-heads", dest="probe_heads", type=int, default=None,
-                            help="attention heads of the pooling probe (default: 12 or the largest divisor)")
-        parser.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="scans per step")
-        parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-3)")
-        parser.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=None,
-                            help="warm-up epochs (default: 10, at most a tenth of the epochs)")
-        parser.add_argument("--prior-samples", dest="prior_samples", type=int, default=4,
-                            help="z samples from the prior averaged at validation/prediction (default 4)")
-        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
-                            help="validation batches per epoch (default 1 = all validation visits up to 64)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not self.options.get("target") or self.options.get("horizon_days") is None:
-            raise LongnetError("STAMPProbeTrainer needs --target COLUMN and --horizon-days D")
-        if not self.options.get("encoder") and not self.options.get("random_encoder"):
-            raise LongnetError("STAMPProbeTrainer needs --encoder CKPT (a STAMPTrainer checkpoint) or "
+        o = self.opts
+        if bool(o.encoder) == o.random_encoder:
+            raise LongnetError("STAMPProbeTrainer needs either --encoder CKPT (a STAMPTrainer checkpoint) or "
                                "--random-encoder")
-        if self.options.get("encoder"):  # absolute, so a resumed run or a copied checkpoint still finds it
-            self.options["encoder"] = str(Path(self.options["encoder"]).expanduser().resolve())
-        self.target = str(self.options["target"])
-        self.horizon = float(self.options["horizon_days"])
+        # absolute, so a resumed run or a copied checkpoint still finds it (the options travel in checkpoints)
+        self.encoder = str(Path(o.encoder).expanduser().resolve()) if o.encoder else None
+        self.options["encoder"] = self.encoder
+        self.target = str(o.target)
+        self.horizon = float(o.horizon_days)
         self.threshold = 0.5
         self.stamp_config: STAMPConfig | None = None
         self._train_targets: dict[str, float] = {}
@@ -147,20 +140,20 @@ class STAMPProbeTrainer(Trainer):
     def build_network(self) -> nn.Module:
         if self._train_index is None:
             self._load_targets()
-        if self.options.get("encoder"):
-            stamp, _ = encoder_from_checkpoint(self.options["encoder"])
-            source = self.options["encoder"]
+        if self.encoder:
+            stamp, _ = encoder_from_checkpoint(self.encoder)
+            source = self.encoder
         else:
             try:
-                window = resolve_window(self.options, self._train_index)
+                window = resolve_window(self.opts, self._train_index)
             except LongnetError:  # no visit pairs: the window only sets the horizon's bin here
                 window = (0.0, max(1.0, self.horizon))
-            opts = dict(self.options, deterministic_mae=True)  # a random encoder is probed on its own tokens
+            opts = replace(self.opts, deterministic_mae=True)  # a random encoder is probed on its own tokens
             stamp = STAMPNet(config_from_options(opts, self.num_input_channels,
                                                  self.configuration_manager.patch_size, *window))
             source = "random initialisation"
         self.stamp_config = stamp.cfg
-        net = STAMPProbeNet(stamp, self.options.get("probe_heads"), not self.options.get("encoder_tokens"))
+        net = STAMPProbeNet(stamp, self.opts.probe_heads, not self.opts.encoder_tokens)
         u = float(stamp.binning.normalise(torch.tensor(self.horizon)))
         self.print(f"probe on a frozen {'stochastic (prior z)' if net.use_latent else 'deterministic'} encoder "
                    f"({source}); horizon {self.horizon:g} days -> u={u:.3f}, bin "
@@ -170,9 +163,9 @@ class STAMPProbeTrainer(Trainer):
 
     def configure_optimizers(self):
         probe = unwrap(self.network).probe
-        lr = float(option_value(self.options, "lr", self.base_lr))
+        lr = self.opts.lr
         opt = torch.optim.AdamW(param_groups(probe, 0.0), lr=lr, weight_decay=0.0)
-        warm = self.options.get("warmup_epochs")
+        warm = self.opts.warmup_epochs
         warm = min(10, self.num_epochs // 10) if warm is None else int(warm)
         return opt, WarmupCosineScheduler(opt, self.num_epochs, warm)
 
@@ -184,12 +177,12 @@ class STAMPProbeTrainer(Trainer):
     @property
     def cached(self) -> bool:
         """Train on cached encoder tokens (no augmentation): the encoder is frozen and deterministic."""
-        return not self.options.get("augment")
+        return not self.opts.augment
 
     def train_loader(self):
         from longnet.api import split_batch
 
-        total = int(option_value(self.options, "batch_size", 32))
+        total = self.opts.batch_size
         local = split_batch(total, self.dist.world_size, self.dist.rank)[0]
         batcher = ScanBatcher(self._train_index, self._train_targets, local, self.input_size, self.horizon,
                               train=not self.cached, cache_bytes=cache_bytes(), images=not self.cached)
@@ -246,7 +239,7 @@ class STAMPProbeTrainer(Trainer):
         return {"loss": self._bce(logits, batch["target"])}
 
     def validation_step(self, batch: dict) -> dict:
-        samples = int(option_value(self.options, "prior_samples", 1))
+        samples = self.opts.prior_samples
         net = unwrap(self.network)
         if self.cached:
             prob = net.predict_proba(None, None, samples, encoded=self._encoded("val", batch["index"]))
@@ -275,9 +268,9 @@ class STAMPProbeTrainer(Trainer):
         return {"stamp_config": self.stamp_config.to_dict() if self.stamp_config else None,
                 "target": self.target, "horizon_days": self.horizon, "threshold": float(self.threshold),
                 "probe_heads": int(unwrap(self.network).probe.heads) if self.network is not None else None,
-                "prior_samples": int(option_value(self.options, "prior_samples", 1)),
+                "prior_samples": self.opts.prior_samples,
                 "use_latent": bool(unwrap(self.network).use_latent) if self.network is not None else True,
-                "encoder": str(self.options.get("encoder") or "random")}
+                "encoder": self.encoder or "random"}
 
     def load_checkpoint_extra(self, extra: dict) -> None:
         self.threshold = float(extra.get("threshold", 0.5))

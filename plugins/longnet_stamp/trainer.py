@@ -7,6 +7,7 @@ The checkpoint's `extra["stamp_config"]` holds the network configuration (sizes,
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,9 +15,9 @@ import torch.nn as nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from longnet.api import (IntraSubjectPairSampler, LongnetError, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
-    Requirements, Trainer, frozen_draws, frozen_draws_path, option_value, save_json)
-from longnet_stamp.common import cache_bytes, param_groups, resolve_window, split_index, warmup_cosine_lr
-from longnet_stamp.config import STAMPConfig, add_architecture_arguments, config_from_options
+    Requirements, Trainer, frozen_draws, frozen_draws_path, option, save_json)
+from longnet_stamp.common import WindowOptions, cache_bytes, param_groups, resolve_window, split_index, warmup_cosine_lr
+from longnet_stamp.config import ArchitectureOptions, STAMPConfig, config_from_options
 from longnet_stamp.data import PairBatcher
 from longnet_stamp.losses import stamp_loss
 from longnet_stamp.model import STAMPNet
@@ -26,45 +27,35 @@ VAL_DRAWS = 64
 VAL_DRAW_SEED = 0  # one fixed set of validation pairs for every model compared on a split
 
 
-def add_window_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-days", dest="min_days", type=float, default=None,
-                        help="smallest Δt (days) of a training pair and lower end of the Δt bins "
-                             "(default: smallest gap between two visits of a subject in the training split)")
-    parser.add_argument("--max-days", dest="max_days", type=float, default=None,
-                        help="largest Δt of a pair and upper end of the Δt bins (default: largest gap)")
+@dataclass(frozen=True)
+class STAMPOptions(ArchitectureOptions, WindowOptions):
+    """STAMPTrainer's options."""
+
+    batch_size: int | None = option(None, "pairs per step (None: the plan's batch size; the paper used 48)",
+                                    range=POSITIVE_INT)
+    lr: float = option(3e-4, "peak AdamW learning rate", range=POSITIVE_FLOAT)
+    warmup_epochs: int | None = option(None, "linear warm-up epochs (None: epochs/40, at most 20)",
+                                       range=NON_NEGATIVE_INT)
+    norm_pix_loss: bool = option(False, "reconstruct per-patch normalised targets (off, as the paper)")
+    val_iters: int | None = option(None, "validation batches per epoch (None: 10)", range=NON_NEGATIVE_INT)
 
 
 class STAMPTrainer(Trainer):
     """Pairs (x_t, x_t+Δt) of one subject; past fully visible with Δt on its CLS, future 75% masked."""
 
     requirements = Requirements(min_visits_per_subject=2, labels="any")
-    option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "warmup_epochs": NON_NEGATIVE_INT}
+    options_class = STAMPOptions
     prediction_task = "embedding"
     lr_scheduler_interval = "step"
     num_epochs = 800
     num_iterations_per_epoch = 250
     num_val_iterations_per_epoch = 10
     grad_clip_norm = 3.0
-    base_lr = 3e-4
     betas = (0.9, 0.95)
     weight_decay = 0.01
     kl_beta = 0.2
     free_bits = 0.1
     kl_scale = 0.01
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_architecture_arguments(parser)
-        add_window_arguments(parser)
-        parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                            help="pairs per step (default: the plan's batch size; the paper used 48)")
-        parser.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 3e-4)")
-        parser.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=None,
-                            help="linear warm-up epochs (default: epochs/40, at most 20)")
-        parser.add_argument("--norm-pix-loss", dest="norm_pix_loss", action="store_true",
-                            help="reconstruct per-patch normalised targets (off by default, as the paper)")
-        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
-                            help="validation batches per epoch (default 10)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -78,13 +69,13 @@ class STAMPTrainer(Trainer):
         """Pairs per step on this process: the global batch split over DDP ranks, as the core does."""
         from longnet.api import split_batch
 
-        total = int(option_value(self.options, "batch_size", self.configuration_manager.batch_size))
+        total = self.opts.batch_size or self.configuration_manager.batch_size
         return split_batch(total, self.dist.world_size, self.dist.rank)[0]
 
     def build_config(self) -> STAMPConfig:
         self._train_index = split_index(self, self.train_cases)
-        self.window = resolve_window(self.options, self._train_index)
-        return config_from_options(self.options, self.num_input_channels, self.configuration_manager.patch_size,
+        self.window = resolve_window(self.opts, self._train_index)
+        return config_from_options(self.opts, self.num_input_channels, self.configuration_manager.patch_size,
                                    *self.window)
 
     def build_network(self) -> nn.Module:
@@ -99,7 +90,7 @@ class STAMPTrainer(Trainer):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(param_groups(self.network, self.weight_decay), lr=self.lr, betas=self.betas)
-        warm = self.options.get("warmup_epochs")
+        warm = self.opts.warmup_epochs
         warm = min(20, self.num_epochs // 40) if warm is None else int(warm)
         iters = self.num_iterations_per_epoch
         # per optimiser step (lr_scheduler_interval): warm-up over iterations, then cosine
@@ -107,7 +98,7 @@ class STAMPTrainer(Trainer):
 
     @property
     def lr(self) -> float:
-        return float(option_value(self.options, "lr", self.base_lr))
+        return self.opts.lr
 
     # ------------------------------------------------------------------ data
     def _sampler(self, index) -> IntraSubjectPairSampler:
@@ -150,7 +141,7 @@ class STAMPTrainer(Trainer):
         out = self.network(batch["past"], batch["future"], batch["dt"], batch["noise"])
         target = patchify(batch["future"], self.stamp_config.patch)
         return stamp_loss(out["pred"], target, out["mask"], out.get("post_logits"), out.get("prior_logits"),
-                          self.kl_beta, self.free_bits, self.kl_scale, bool(self.options.get("norm_pix_loss")))
+                          self.kl_beta, self.free_bits, self.kl_scale, self.opts.norm_pix_loss)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         return self._losses(batch)
