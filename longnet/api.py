@@ -24,8 +24,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "longnet.training.distributed": ("split_batch",),
     "longnet.training.schedulers": ("WarmupCosineScheduler",),
     # options
-    "longnet.training.options": ("option", "parse_options", "OptionRange", "option_value", "POSITIVE_INT",
-                                 "POSITIVE_FLOAT", "NON_NEGATIVE_INT", "NON_NEGATIVE_FLOAT"),
+    "longnet.training.options": ("option", "parse_options", "OptionRange", "POSITIVE_INT", "POSITIVE_FLOAT",
+                                 "NON_NEGATIVE_INT", "NON_NEGATIVE_FLOAT"),
     # model folders, output tasks, errors
     "longnet.io.model_folder": ("ModelFolder", "ModelName"),
     "longnet.tasks": ("OutputTask", "get_task"),

@@ -1,9 +1,9 @@
-"""Range checks for numeric trainer options, shared by `longnet_train` and `Trainer.__init__`.
+"""Trainer options: ranges, and typed options dataclasses that generate the flags and hold each default once.
 
-`--epochs 0` used to become the default (1000) through `x or default`, and a negative count wrote an untrained
-checkpoint_final.pth with exit 0. Every numeric option now has a declared range: an explicit value is used as given
-(0 where 0 means something, e.g. `--val-iters 0`), or refused with one line naming the flag. Trainers declare their
-own options in `option_ranges`; the ranges of all base classes apply too.
+An explicit value is used as given (0 where 0 means something, e.g. `--val-iters 0`, never replaced by a default
+through `x or default`), or refused with one line naming the flag. `longnet_train`'s shared options (epochs, seed,
+...) are checked against CORE_OPTION_RANGES; a trainer declares its own as an `options_class` of `option(...)`
+fields.
 """
 from __future__ import annotations
 
@@ -117,16 +117,16 @@ def add_option_arguments(parser, options_cls: type, exclude: tuple[str, ...] = (
                             help=m["help"] + ("" if m["required"] else f" (default {f.default})"))
 
 
-def parse_options(options_cls: type, options: Mapping[str, Any]) -> Any:
+def parse_options(options_cls: type, options: Mapping[str, Any], check_required: bool = True) -> Any:
     """The typed options of a run: given values (None = not given) over the dataclass defaults, ranges and
-    choices checked with one line naming the flag."""
+    choices checked with one line naming the flag (`check_required=False`: only the values that are given)."""
     values = {}
     for f in _fields(options_cls):
         value = options.get(f.name)
         value = f.default if value is None else value
         m = f.metadata
         flag = _flags(f)[0]
-        if value is None and m["required"]:
+        if value is None and m["required"] and check_required:
             raise LongnetError(f"{flag} is required")
         if value is None:  # an option whose default is "decided elsewhere" (e.g. the plans' patch size)
             values[f.name] = None

@@ -32,7 +32,7 @@ from longnet.training import runtime
 from longnet.io.checkpoints import load_pretrained_weights
 from longnet.training.distributed import DistContext
 from longnet.training.logger import TrainingLogger
-from longnet.training.options import (CORE_OPTION_RANGES, OptionRange, add_option_arguments, option_value,
+from longnet.training.options import (CORE_OPTION_RANGES, add_option_arguments, option_value,
                                       parse_options)
 from longnet.training.options import check_options as check_option_ranges
 from longnet.training.prediction_contract import PredictionContract
@@ -58,8 +58,6 @@ class Trainer(PredictionContract, TrainerStateMixin):
     ema_decay: float = 0.9
     lr_scheduler_interval: ClassVar[str] = "epoch"  # "step": the scheduler is stepped after every optimiser step
     inference_allowed_mirroring_axes: tuple[int, ...] | None = None
-    # numeric options and their ranges; subclasses add their own (merged along the class hierarchy)
-    option_ranges: ClassVar[dict[str, OptionRange]] = CORE_OPTION_RANGES
     # a dataclass of `option(...)` fields: generates the trainer's flags, holds each default once, checks ranges;
     # an instance with this run's values is `self.opts` (and is saved in checkpoints)
     options_class: ClassVar[type | None] = None
@@ -111,14 +109,11 @@ class Trainer(PredictionContract, TrainerStateMixin):
     # ================================================================= hooks for plugins
     @classmethod
     def check_options(cls, options: dict) -> None:
-        """Refuse numeric options outside their range (`option_ranges` of this class and its bases), naming the
-        flag; called by longnet_train before anything is written, and by __init__."""
-        ranges: dict[str, OptionRange] = {}
-        for klass in reversed(cls.__mro__):
-            ranges.update(vars(klass).get("option_ranges", {}))
-        check_option_ranges(options, ranges)
+        """Refuse options outside their range or choices (longnet_train's shared ones and those of
+        `options_class`), naming the flag; called by longnet_train before anything is written, and by __init__."""
+        check_option_ranges(options, CORE_OPTION_RANGES)
         if cls.options_class is not None:
-            parse_options(cls.options_class, options)  # ranges and choices of the typed options
+            parse_options(cls.options_class, options, check_required=False)  # their ranges and choices
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ Prediction writes the embeddings (as the stage-1 trainer) plus `change_predictio
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 import itertools
 from pathlib import Path
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from longnet.api import (CHANGE_CLASSES, CaseInputs, LongnetError, POSITIVE_FLOAT, POSITIVE_INT,
-    RepresentationTrainer, Requirements, change_targets, consecutive_pairs, load_checkpoint, option_value,
-    strip_prefixes, unwrap)
+from longnet.api import (CHANGE_CLASSES, CaseInputs, LongnetError, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT,
+    RepresentationTrainer, Requirements, change_targets, consecutive_pairs, load_checkpoint, option, strip_prefixes,
+    unwrap)
 
 from longnet_learner.network import ChangeNet, EncoderConfig, build_encoder
 
@@ -48,37 +48,39 @@ class PairBatches:
         return [self.batch(self.pairs[i:i + self.batch_size]) for i in range(0, len(self.pairs), self.batch_size)]
 
 
+@dataclass(frozen=True)
+class ChangeOptions:
+    """LEARNERChangeTrainer's options (stage 2)."""
+
+    encoder: str | None = option(None, "checkpoint of a LEARNERTrainer run (needed for training)")
+    delta: float = option(2.0, "|Δscore| above which a pair counts as improved/worsened (MMSE points)",
+                          range=NON_NEGATIVE_FLOAT)
+    lower_is_healthier: bool = option(False, "sign convention: a falling score is an improvement (default: higher "
+                                             "= healthier)")
+    score: str | None = option(None, "score column (None: the encoder's --score)")
+    finetune: bool = option(False, "train the encoder too (default: frozen)")
+    hidden: int = option(128, "hidden units of the classifier", range=POSITIVE_INT)
+    batch_size: int = option(16, "pairs per batch", range=POSITIVE_INT)
+    lr: float = option(1e-4, "Adam learning rate", range=POSITIVE_FLOAT)
+    no_class_weights: bool = option(False, "plain cross-entropy (default: weighted by inverse class frequency)")
+
+
 class LEARNERChangeTrainer(RepresentationTrainer):
     """Stage-2 LEARNER: MLP(d_t) → (improve, stable, worsen)."""
 
     prediction_task = "classification"
-    option_ranges = {"batch_size": POSITIVE_INT, "hidden": POSITIVE_INT, "lr": POSITIVE_FLOAT}
+    options_class = ChangeOptions
     best_metric = "val_macro_F1"
     best_metric_mode = "max"
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--encoder", default=None, help="checkpoint of a LEARNERTrainer run (required; no default)")
-        parser.add_argument("--delta", type=float, default=2.0,
-                            help="|Δscore| above which a pair counts as improved/worsened (default 2, MMSE points)")
-        parser.add_argument("--lower-is-healthier", dest="lower_is_healthier", action="store_true",
-                            help="sign convention: a falling score is an improvement (default: higher = healthier)")
-        parser.add_argument("--score", default=None, help="score column (default: the encoder's --score)")
-        parser.add_argument("--finetune", action="store_true", help="train the encoder too (default: frozen)")
-        parser.add_argument("--hidden", type=int, default=128, help="hidden units of the classifier (default 128)")
-        parser.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="pairs per batch")
-        parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-        parser.add_argument("--no-class-weights", dest="no_class_weights", action="store_true",
-                            help="plain cross-entropy (default: weighted by inverse class frequency)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._spec: dict | None = None
         self._spec_from_checkpoint = False
         self.class_weights: list[float] | None = None
-        self.frozen = not bool(self.options.get("finetune"))
-        self.delta = float(self.options.get("delta") if self.options.get("delta") is not None else 2.0)
-        self.higher_is_healthier = not bool(self.options.get("lower_is_healthier"))
+        self.frozen = not self.opts.finetune
+        self.delta = self.opts.delta
+        self.higher_is_healthier = not self.opts.lower_is_healthier
 
     # ----------------------------------------------------------------- the pretrained encoder
     @property
@@ -86,7 +88,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
         """Encoder configuration and score column, read from --encoder (or restored from this trainer's
         own checkpoint, so prediction does not need the pretraining file)."""
         if self._spec is None:
-            path = self.options.get("encoder")
+            path = self.opts.encoder
             if not path:
                 raise LongnetError("LEARNERChangeTrainer needs --encoder CKPT (a LEARNERTrainer checkpoint)")
             ckpt = load_checkpoint(path)
@@ -104,7 +106,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
 
     @property
     def score_column(self) -> str:
-        return str(self.options.get("score") or self.spec["score"])
+        return self.opts.score or str(self.spec["score"])
 
     def get_requirements(self) -> Requirements:
         return Requirements(min_visits_per_subject=2, min_subjects=1, required_columns=(self.score_column,))
@@ -122,7 +124,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
 
     def build_network(self) -> torch.nn.Module:
         net = ChangeNet(build_encoder(self.encoder_config, self.num_input_channels),
-                        int(option_value(self.options, "hidden", 128)))
+                        self.opts.hidden)
         if not self._spec_from_checkpoint:
             path = self.spec["encoder_checkpoint"]
             weights = strip_prefixes(load_checkpoint(path)["network_weights"])
@@ -138,7 +140,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
 
     def configure_optimizers(self):
         params = [p for p in self.network.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=float(option_value(self.options, "lr", 1e-4))), None
+        return torch.optim.Adam(params, lr=self.opts.lr), None
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.frozen:  # BatchNorm statistics of a frozen encoder stay those of pretraining
@@ -159,14 +161,14 @@ class LEARNERChangeTrainer(RepresentationTrainer):
         if self.frozen:
             used = sorted({c for a, b, _ in pairs for c in (a, b)})
             embeddings = dict(zip(used, self.embed_inputs([inputs.get(c) for c in used])))
-        return PairBatches(pairs, int(option_value(self.options, "batch_size", 16)), inputs, embeddings)
+        return PairBatches(pairs, self.opts.batch_size, inputs, embeddings)
 
     def train_loader(self):
         batches = self._pair_batches(self.train_cases)
         if not batches.pairs:
             raise LongnetError("no pair of consecutive scored visits in the training split")
         counts = np.bincount([c for _, _, c in batches.pairs], minlength=len(CHANGE_CLASSES))
-        if self.options.get("no_class_weights"):
+        if self.opts.no_class_weights:
             weights = np.ones(len(counts))
         else:
             present = int((counts > 0).sum())

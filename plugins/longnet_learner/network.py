@@ -6,7 +6,6 @@ rebuild exactly the encoder a pretraining run produced.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.api import LongnetError, VolumeInput, resize_volume
+from longnet.api import LongnetError, OptionRange, POSITIVE_INT, VolumeInput, option, resize_volume
 
 from longnet_learner.tsm import ResNet3DEncoder, TSMResNet
 
@@ -28,21 +27,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """Encoder options shared by the pretraining trainer (the change trainer reads them from --encoder)."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                        help="paper: TSM-ResNet-18, 16 frames of 224², batch 16; tiny: 4 frames of 32², widths "
-                             "8-64, batch 4 (the options below override single values)")
-    parser.add_argument("--backbone", choices=["tsm", "resnet3d"], default=None,
-                        help="tsm (default): slices as frames through a TSM ResNet-18; resnet3d: MONAI's 3D "
-                             "ResNet-18 on the volume resized to frames×size×size (a deviation from the paper)")
-    parser.add_argument("--frames", type=int, default=None,
-                        help="number of frames T (evenly spaced slices; default: the preset's)")
-    parser.add_argument("--image-size", dest="image_size", type=int, default=None,
-                        help="frame size (square; default: the preset's)")
-    parser.add_argument("--widths", type=int, nargs=4, default=None, help="ResNet stage widths (default: the preset's)")
-    parser.add_argument("--slice-axis", dest="slice_axis", type=int, default=0, choices=[0, 1, 2],
-                        help="spatial axis of the preprocessed volume used as time (default 0, the first axis)")
+@dataclass(frozen=True)
+class EncoderOptions:
+    """Encoder options of the pretraining trainer (the change trainer reads them from --encoder); None = the
+    preset's value."""
+
+    preset: str = option("paper", "paper: TSM-ResNet-18, 16 frames of 224², batch 16; tiny: 4 frames of 32², widths "
+                                  "8-64, batch 4 (the options below override single values)",
+                         choices=tuple(sorted(PRESETS)))
+    backbone: str | None = option(None, "tsm: slices as frames through a TSM ResNet-18; resnet3d: MONAI's 3D "
+                                        "ResNet-18 on the volume resized to frames×size×size (a deviation from the "
+                                        "paper)", choices=("tsm", "resnet3d"))
+    frames: int | None = option(None, "number of frames T (evenly spaced slices)", range=POSITIVE_INT)
+    image_size: int | None = option(None, "frame size (square, at least 8)", range=OptionRange(int, 8))
+    widths: list | None = option(None, "ResNet stage widths", nargs=4, kind=int, range=POSITIVE_INT)
+    slice_axis: int = option(0, "spatial axis of the preprocessed volume used as time", choices=(0, 1, 2))
 
 
 @dataclass(frozen=True)
@@ -57,12 +56,12 @@ class EncoderConfig:
     slice_axis: int = 0
 
     @classmethod
-    def from_options(cls, options: dict) -> "EncoderConfig":
-        preset = PRESETS[options.get("preset") or "paper"]
-        pick = lambda k: options.get(k) if options.get(k) is not None else preset[k]  # noqa: E731
+    def from_options(cls, options: EncoderOptions) -> "EncoderConfig":
+        preset = PRESETS[options.preset]
+        pick = lambda k: getattr(options, k) if getattr(options, k) is not None else preset[k]  # noqa: E731
         cfg = cls(backbone=pick("backbone"), frames=int(pick("frames")), image_size=int(pick("image_size")),
                   widths=tuple(int(w) for w in pick("widths")), small_stem=bool(preset["small_stem"]),
-                  slice_axis=int(options.get("slice_axis") or 0))
+                  slice_axis=options.slice_axis)
         if cfg.frames < 1 or cfg.image_size < 8 or len(cfg.widths) != 4 or min(cfg.widths) < 1:
             raise LongnetError(f"invalid LEARNER encoder configuration {cfg}")
         return cfg

@@ -4,7 +4,7 @@ baseline. Output: an encoder whose embedding u per scan feeds `LEARNERChangeTrai
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 import itertools
 import math
 from pathlib import Path
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from longnet.api import (CaseInputs, LongnetError, NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT,
-    RepresentationTrainer, Requirements, option_value)
+    RepresentationTrainer, Requirements, option)
 
 from longnet_learner.losses import learner_loss
-from longnet_learner.network import PRESETS, EncoderConfig, LEARNERNet, add_encoder_arguments, build_encoder
+from longnet_learner.network import PRESETS, EncoderConfig, EncoderOptions, LEARNERNet, build_encoder
 
 #: Weighted loss: targets m·g/ḡ have mean m. The spec's m = 0.5 asks ~14 % of a demo batch's pairs for a cosine
 #: distance above 1, out of reach for non-negative (post-ReLU) u; 0.2 keeps targets attainable (README: results).
@@ -80,49 +80,47 @@ class _Restricted:
         return case in set(self.cases)
 
 
+@dataclass(frozen=True)
+class LEARNEROptions(EncoderOptions):
+    """LEARNERTrainer's options (stage 1)."""
+
+    score: str = option("score", "visitsTr.csv column with the health score (z-scored with the training split's "
+                                 "mean and std)")
+    contrastive: str = option("weighted", "weighted: distances proportional to score gaps; plain: same-bin pairs "
+                                          "pulled together, others pushed beyond the margin",
+                              choices=("weighted", "plain"))
+    contrastive_weight: float = option(1.0, "λ of L = MSE + λ·L_con (0 = the MSE-only baseline)",
+                                       range=NON_NEGATIVE_FLOAT)
+    margin: float | None = option(None, f"m: plain loss margin (None: 0.5) / weighted loss mean target distance "
+                                        f"(None: {WEIGHTED_MARGIN}: u is post-ReLU, so cosine distances cannot "
+                                        f"exceed 1)", range=POSITIVE_FLOAT)
+    bin_tau: float = option(0.1, "plain loss: pairs with |ΔHS|/range ≤ τ count as similar", range=POSITIVE_FLOAT)
+    projector_dim: int = option(0, "apply L_con to a Linear-ReLU-Linear projection of this size (0: on u)",
+                                range=NON_NEGATIVE_INT)
+    batch_size: int | None = option(None, "scans (= distinct subjects) per batch (None: the preset's, 16 / tiny 4)",
+                                    range=POSITIVE_INT)
+    lr: float = option(1e-4, "Adam learning rate", range=POSITIVE_FLOAT)
+    weight_decay: float = option(0.0, "Adam weight decay", range=NON_NEGATIVE_FLOAT)
+    val_iters: int | None = option(None, "frozen validation batches per epoch (None: 10)", range=NON_NEGATIVE_INT)
+
+
 class LEARNERTrainer(RepresentationTrainer):
     """Stage-1 LEARNER pretraining (encoder + HS regressor [+ projector]); embeddings u for prediction."""
 
-    option_ranges = {"batch_size": POSITIVE_INT, "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE_FLOAT,
-                     "projector_dim": NON_NEGATIVE_INT, "frames": POSITIVE_INT, "image_size": POSITIVE_INT,
-                     "bin_tau": POSITIVE_FLOAT}
+    options_class = LEARNEROptions
     best_metric = "val_loss"
     best_metric_mode = "min"
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        add_encoder_arguments(parser)
-        parser.add_argument("--score", default="score", help="visitsTr.csv column with the health score "
-                            "(z-scored with the training split's mean and std)")
-        parser.add_argument("--contrastive", choices=["weighted", "plain"], default="weighted",
-                            help="weighted (default): distances proportional to score gaps; plain: same-bin pairs "
-                                 "pulled together, others pushed beyond the margin")
-        parser.add_argument("--contrastive-weight", dest="contrastive_weight", type=float, default=1.0,
-                            help="λ of L = MSE + λ·L_con (0 = the MSE-only baseline)")
-        parser.add_argument("--margin", type=float, default=None,
-                            help="m: plain loss margin (default 0.5) / weighted loss mean target distance (default "
-                                 f"{WEIGHTED_MARGIN}: u is post-ReLU, so cosine distances cannot exceed 1)")
-        parser.add_argument("--bin-tau", dest="bin_tau", type=float, default=0.1,
-                            help="plain loss: pairs with |ΔHS|/range ≤ τ count as similar (default 0.1)")
-        parser.add_argument("--projector-dim", dest="projector_dim", type=int, default=0,
-                            help="apply L_con to a Linear-ReLU-Linear projection of this size (default 0: on u)")
-        parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                            help="scans (= distinct subjects) per batch (default: the preset's, 16 / tiny 4)")
-        parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-        parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=0.0, help="Adam weight decay")
-        parser.add_argument("--val-iters", dest="val_iters", type=int, default=None,
-                            help="frozen validation batches per epoch (default 10)")
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.encoder_config = EncoderConfig.from_options(self.options)
-        self.score_column = str(self.options.get("score") or "score")
-        self.contrastive_weight = float(self.options.get("contrastive_weight", 1.0))
-        self.contrastive_kind = str(self.options.get("contrastive") or "weighted")
+        o = self.opts
+        self.encoder_config = EncoderConfig.from_options(o)
+        self.score_column = o.score
+        self.contrastive_weight = o.contrastive_weight
+        self.contrastive_kind = o.contrastive
         default_margin = WEIGHTED_MARGIN if self.contrastive_kind == "weighted" else 0.5
-        self.margin = float(option_value(self.options, "margin", default_margin))
-        preset = PRESETS[self.options.get("preset") or "paper"]
-        self.batch_size = int(option_value(self.options, "batch_size", preset["batch_size"]))
+        self.margin = o.margin if o.margin is not None else default_margin
+        self.batch_size = o.batch_size if o.batch_size is not None else PRESETS[o.preset]["batch_size"]
         self.score_stats: dict | None = None
 
     def get_requirements(self) -> Requirements:
@@ -142,11 +140,10 @@ class LEARNERTrainer(RepresentationTrainer):
     # ----------------------------------------------------------------- network / optimiser
     def build_network(self) -> torch.nn.Module:
         enc = build_encoder(self.encoder_config, self.num_input_channels)
-        return LEARNERNet(enc, int(option_value(self.options, "projector_dim", 0)))
+        return LEARNERNet(enc, self.opts.projector_dim)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.network.parameters(), lr=float(option_value(self.options, "lr", 1e-4)),
-                               weight_decay=float(option_value(self.options, "weight_decay", 0.0)))
+        opt = torch.optim.Adam(self.network.parameters(), lr=self.opts.lr, weight_decay=self.opts.weight_decay)
         return opt, None
 
     # ----------------------------------------------------------------- data
@@ -199,7 +196,7 @@ class LEARNERTrainer(RepresentationTrainer):
         _, pred, feat = self.network(batch["data"])
         return learner_loss(pred, batch["score_z"], feat, batch["score"], self.score_stats["range"],
                             self.contrastive_weight, self.contrastive_kind, self.margin,
-                            float(self.options.get("bin_tau", 0.1)), batch["subject"])
+                            self.opts.bin_tau, batch["subject"])
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         return self._loss(batch)

@@ -42,9 +42,9 @@ def test_tsm_resnet_and_frame_input_shapes():
 
 
 def test_resnet3d_alternative_builds_from_options():
-    from longnet_learner.network import EncoderConfig, build_encoder
+    from longnet_learner.network import EncoderConfig, EncoderOptions, build_encoder
 
-    cfg = EncoderConfig.from_options({"preset": "tiny", "backbone": "resnet3d", "frames": 8, "image_size": 16})
+    cfg = EncoderConfig.from_options(EncoderOptions(preset="tiny", backbone="resnet3d", frames=8, image_size=16))
     x = cfg.input_spec()(np.random.default_rng(0).random((2, 12, 20, 18)).astype(np.float32))
     assert x.shape == (2, 8, 16, 16)  # C×T×H×W volume for the 3D network
     with torch.no_grad():
