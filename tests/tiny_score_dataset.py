@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.io.storage import save_case
 from tiny_seg_dataset import tiny_plans
 

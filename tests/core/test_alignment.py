@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA, make_raw_dataset, write_image
+from raw_datasets import SHARED_DATA, make_raw_dataset, write_image
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess, main_preprocess
 from longnet.preprocessing.alignment import (RegistrationSettings, align_visit, apply_alignment_to_plans,
                                              geometry_of, load_transform, map_back_to_visit, register,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.evaluate import main as evaluate_main
 from longnet.cli.evaluate_simple import main_folder, main_simple
 from longnet.errors import LongnetError

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bad_image_files import BAD_NIFTI_IMAGES, mha_huge, mha_spacing_x, nifti_spacing_x
-from conftest import make_raw_dataset
+from raw_datasets import make_raw_dataset
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.dataset.readers import NaturalImage2DIO, SimpleITKIO, Tiff3DIO
 from longnet.dataset.value_checks import check_voxel_values, spacing_problem

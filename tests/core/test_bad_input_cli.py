@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import make_raw_dataset, write_image
+from raw_datasets import make_raw_dataset, write_image
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main

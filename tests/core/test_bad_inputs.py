@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_raw_dataset, write_image
+from raw_datasets import make_raw_dataset, write_image
 from longnet.dataset.integrity import check_dataset
 from longnet.dataset.raw import RawDataset
 from longnet.errors import DatasetError, IntegrityError

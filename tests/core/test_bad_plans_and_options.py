@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main
 from longnet.errors import LongnetError
@@ -171,7 +171,7 @@ def test_plugin_option_zero_that_means_zero_is_kept():
                                         (["-gpu_memory_target", "0"], "-gpu_memory_target must be"),
                                         (["-overwrite_target_spacing", "1", "0", "1"], "positive numbers")])
 def test_out_of_range_preprocessing_numbers_refused(tmp_path, monkeypatch, capsys, argv, words):
-    from conftest import make_raw_dataset
+    from raw_datasets import make_raw_dataset
     from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 
     roots = set_roots(monkeypatch, tmp_path)

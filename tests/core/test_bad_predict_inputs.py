@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bad_image_files import BAD_NIFTI_IMAGES
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.predict import main as predict_main
 from longnet.errors import DatasetError
 from longnet.inference.input_checks import check_prediction_inputs, model_image_dimension

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import longnet_roots, make_raw_dataset
+from raw_datasets import longnet_roots, make_raw_dataset
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main

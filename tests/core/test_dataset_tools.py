@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.dataset_tools import main_convert_old, main_move_plans, main_plot_overlay_pngs
 from longnet.dataset.overlay_pngs import overlay_rgb, select_slice
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_raw_dataset
+from raw_datasets import make_raw_dataset
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.data.dataset_index import DatasetIndex
 from longnet.errors import LongnetError

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA, write_image
+from raw_datasets import SHARED_DATA, write_image
 from longnet.cli.ensemble import main as ensemble_main
 from longnet.cli.evaluate_simple import main_folder, main_simple
 from longnet.cli.postprocessing import main_apply, main_determine

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.evaluate import main as evaluate_main
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.model_selection import main_accumulate, main_find_best
 from longnet.evaluation.longitudinal import aspc
 

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.dataset.reader_choice import (reader_writer_by_name, reader_writer_for, reader_writer_for_ending,
                                            reader_writer_for_file, reader_writer_for_plans)

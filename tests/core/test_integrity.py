@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_raw_dataset, write_image
+from raw_datasets import make_raw_dataset, write_image
 from longnet.cli.common import cli_main, run_cli
 from longnet.dataset.integrity import check_dataset, dataset_dimension, verify_dataset_integrity
 from longnet.dataset.io import geometry_mismatch, read_image_files, read_seg_file

@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main
 from reliability_helpers import make_seg_model_folder, predict_args, set_roots, temp_leftovers

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.errors import LongnetError
 from longnet.evaluation.lesions import (detection_counts, detection_scores, lesion_summary, new_lesion_counts,
                                         new_lesion_scores, resolve_lesion_target, surface_metrics, visit_metrics)

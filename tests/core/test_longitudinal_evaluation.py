@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.evaluate import main as evaluate_main
 from longnet.evaluation.longitudinal import consecutive_stcs
 

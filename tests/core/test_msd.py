@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import write_image
+from raw_datasets import write_image
 from longnet.cli.convert import main
 from longnet.dataset.integrity import check_dataset
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import longnet_roots
+from raw_datasets import longnet_roots
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
 from longnet.cli.train import main as train_main

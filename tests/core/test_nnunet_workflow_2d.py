@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO_ROOT, longnet_roots, make_raw_dataset
+from raw_datasets import REPO_ROOT, longnet_roots, make_raw_dataset
 from longnet.cli.evaluate_simple import main_simple as main_evaluate_simple
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import longnet_roots, make_raw_dataset
+from raw_datasets import longnet_roots, make_raw_dataset
 from longnet.cli.ensemble import main as ensemble_main
 from longnet.cli.model_selection import main_find_best
 from longnet.cli.model_sharing import main_export, main_install

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, make_raw_dataset
+from raw_datasets import SHARED_DATA, make_raw_dataset
 from longnet.cli.convert import main as convert_main
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.io.storage import load_case

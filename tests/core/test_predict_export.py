@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import make_raw_dataset, write_image
+from raw_datasets import make_raw_dataset, write_image
 from longnet.dataset.io import read_image_files, read_seg_file
 from longnet.dataset.labels import LabelManager
 from longnet.inference.export import export_prediction

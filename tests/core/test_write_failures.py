@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from conftest import make_raw_dataset
+from raw_datasets import make_raw_dataset
 from longnet.cli.common import run_cli
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.train import main as train_main

@@ -172,7 +172,7 @@ def test_exact_ot_with_time_gaps_is_refused(tmp_path, monkeypatch):
 
 
 def test_forecast_evaluation_side_by_side_and_changed_region(tmp_path, capsys):
-    from conftest import write_image
+    from raw_datasets import write_image
     from longnet.cli.evaluate import main as evaluate_main
     from longnet.evaluation.image import forecast_comparison
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA
+from raw_datasets import SHARED_DATA
 from longnet.cli.evaluate import main as evaluate_main
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
