@@ -60,7 +60,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # inference
     "longnet.inference.predictor": ("Predictor", "list_input_cases"),
     "longnet.inference.sliding_window": ("predict_sliding_window",),
-    "longnet.inference.export": ("export_prediction", "logits_to_segmentation", "revert_cropping_and_transpose"),
+    "longnet.inference.export": ("export_prediction", "logits_to_segmentation"),
+    "longnet.imaging.case_geometry": ("CaseGeometry",),
     "longnet.inference.embeddings": ("save_embeddings", "plot_trajectories"),
     # evaluation helpers
     "longnet.evaluation.classification": ("classification_metrics",),

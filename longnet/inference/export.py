@@ -12,6 +12,7 @@ import torch
 
 from longnet.dataset.reader_choice import reader_writer_for_plans
 from longnet.dataset.labels import LabelManager
+from longnet.imaging.case_geometry import CaseGeometry
 from longnet.planning.plans import ConfigurationPlan, Plans
 from longnet.utils.files import atomic_path, save_json
 
@@ -52,20 +53,6 @@ def logits_to_segmentation(logits: np.ndarray, label_manager: LabelManager) -> n
     return logits.argmax(0).astype(np.uint16)
 
 
-def _resampling_back(props: dict, plans: Plans, configuration: ConfigurationPlan) -> tuple[list, list, list, dict]:
-    """(cropped original shape, current spacing, original spacing, the plan's probability resampling kwargs):
-    what undoing the resampling needs, on the numpy path and on the device path alike."""
-    target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
-    original_spacing = [float(props["spacing"][i]) for i in plans.transpose_forward]
-    current_spacing = list(configuration.spacing)
-    if len(current_spacing) < len(target_shape):  # 2d configuration: z keeps its original spacing
-        current_spacing = [original_spacing[0], *current_spacing]
-    kwargs = dict(configuration.get("resampling_fn_probabilities_kwargs") or
-                  {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None})
-    kwargs["is_seg"] = False
-    return target_shape, current_spacing, original_spacing, kwargs
-
-
 def label_dtype(label_manager: LabelManager) -> type:
     """The smallest unsigned type that holds every label (what nnU-Net writes)."""
     return np.uint8 if max(label_manager.all_labels) < 255 else np.uint16
@@ -75,14 +62,12 @@ def resample_logits_to_cropped_shape(logits, props: dict, plans: Plans, configur
     """Undo the resampling step with the plan's probability resampling (order 1, z order 0 by default).
     float16 logits (fp16 tile sums, what nnU-Net hands to its export) are resampled into float16 as nnU-Net does:
     that rounding decides near-ties of the argmax. Returned as float32 either way."""
-    from longnet.imaging.resampling import resample_data_or_seg_to_shape
-
     half = _is_half(logits)
     logits = _as_numpy(logits)
-    target_shape, current_spacing, original_spacing, kwargs = _resampling_back(props, plans, configuration)
-    if list(logits.shape[1:]) == target_shape:
+    geometry = CaseGeometry.of(props, plans, configuration)
+    if tuple(logits.shape[1:]) == geometry.cropped_shape:
         return logits
-    out = resample_data_or_seg_to_shape(logits, target_shape, current_spacing, original_spacing, **kwargs)
+    out = geometry.to_cropped_grid(logits, "probabilities")
     return np.asarray(np.asarray(out, dtype=np.float16) if half else out, dtype=np.float32)
 
 
@@ -92,8 +77,9 @@ def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, conf
     map crosses to the host; None when the plan's resampling has no torch equivalent (then use `convert_logits`)."""
     from longnet.imaging.resampling import resample_logits_torch
 
-    target_shape, current_spacing, original_spacing, kwargs = _resampling_back(props, plans, configuration)
-    resampled = resample_logits_torch(logits, target_shape, current_spacing, original_spacing,
+    g = CaseGeometry.of(props, plans, configuration)
+    kwargs = g.resampling["probabilities"]
+    resampled = resample_logits_torch(logits, list(g.cropped_shape), list(g.spacing), list(g.original_spacing),
                                       int(kwargs.get("order", 1)), int(kwargs.get("order_z", 0)),
                                       kwargs.get("force_separate_z"))
     if resampled is None:
@@ -109,33 +95,22 @@ def segmentation_on_device(logits: torch.Tensor, props: dict, plans: Plans, conf
     return seg.cpu().numpy().astype(label_dtype(label_manager))
 
 
-def revert_cropping_and_transpose(arr: np.ndarray, props: dict, plans: Plans, fill: float = 0) -> np.ndarray:
-    """Paste a (C×)cropped array into the uncropped volume at the bbox and restore the input's axis order."""
-    has_channels = arr.ndim == len(props["shape_before_cropping"]) + 1
-    shape = [int(s) for s in props["shape_before_cropping"]]
-    full = np.full(([arr.shape[0]] if has_channels else []) + shape, fill, dtype=arr.dtype)
-    bbox = props["bbox_used_for_cropping"]
-    slicer = tuple(slice(int(lo), int(hi)) for lo, hi in bbox)
-    full[((slice(None),) if has_channels else ()) + slicer] = arr
-    back = plans.transpose_backward
-    return full.transpose(([0] + [b + 1 for b in back]) if has_channels else back)
-
-
 def convert_logits(logits, props: dict, plans: Plans, configuration: ConfigurationPlan, label_manager: LabelManager,
                    return_probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Label map (input geometry, numpy z,y,x order) and optionally the probabilities on the same grid."""
     logits = resample_logits_to_cropped_shape(logits, props, plans, configuration)
+    geometry = CaseGeometry.of(props, plans, configuration)
     probs = None
     if return_probabilities:
         probs = apply_nonlinearity(logits, label_manager)
         seg = probabilities_to_segmentation(probs, label_manager)
     else:
         seg = logits_to_segmentation(logits, label_manager)
-    seg = revert_cropping_and_transpose(seg.astype(label_dtype(label_manager)), props, plans)
+    seg = geometry.uncrop(seg.astype(label_dtype(label_manager)))
     if probs is not None:
-        full = revert_cropping_and_transpose(probs, props, plans)
+        full = geometry.uncrop(probs)
         if not label_manager.has_regions:  # outside the crop is background with certainty
-            outside = revert_cropping_and_transpose(np.zeros(probs.shape[1:], dtype=bool), props, plans, fill=True)
+            outside = geometry.uncrop(np.zeros(probs.shape[1:], dtype=bool), fill=True)
             full[0][outside] = 1.0
         probs = full
     return seg, probs
@@ -149,7 +124,7 @@ def export_prediction(logits, props: dict, plans: Plans, configuration: Configur
     `cropped_segmentation` (from `segmentation_on_device`) replaces `logits` when no probabilities are saved."""
     output_file = Path(output_file)
     if cropped_segmentation is not None and not save_probabilities:
-        seg, probs = revert_cropping_and_transpose(cropped_segmentation, props, plans), None
+        seg, probs = CaseGeometry.of(props, plans, configuration).uncrop(cropped_segmentation), None
     else:
         seg, probs = convert_logits(logits, props, plans, configuration, label_manager, save_probabilities)
     # the label map first: a 3D TIFF writer leaves a `{case}.json` spacing sidecar, which the properties below

@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from longnet.api import (LongnetError, ModelFolder, Plans, alignment_mode, parse_options, preprocess_case,
-    read_image_files, save_json, write_image)
+from longnet.api import (CaseGeometry, LongnetError, ModelFolder, Plans, alignment_mode, parse_options,
+    preprocess_case, read_image_files, save_json, write_image)
 from longnet_tfm.data import minmax_per_channel, time_gaps
 from longnet_tfm.flow import reduce_slots
 from longnet_tfm.inference import integrate_slots, sliding_network
@@ -119,26 +119,12 @@ def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_pro
 def export_volume(vol: np.ndarray, props: dict, plans: Plans, configuration: str, out_dir: Path, case: str,
                   ending: str) -> list[Path]:
     """C×(preprocessed grid) → the reference visit's original geometry, one file per channel."""
-    from longnet.api import revert_cropping_and_transpose
-    from longnet.api import resample_data_or_seg_to_shape
-
-    conf = plans.configuration(configuration)
-    target_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]
-    vol = np.asarray(vol, np.float32)
-    if list(vol.shape[1:]) != target_shape:
-        original = [float(props["spacing"][i]) for i in plans.transpose_forward]
-        current = list(conf.spacing)
-        if len(current) < len(target_shape):
-            current = [original[0], *current]
-        kwargs = dict(conf.get("resampling_fn_data_kwargs") or {"is_seg": False, "order": 3, "order_z": 0,
-                                                                "force_separate_z": None})
-        kwargs["is_seg"] = False
-        vol = np.asarray(resample_data_or_seg_to_shape(vol, target_shape, current, original, **kwargs), np.float32)
-    full = revert_cropping_and_transpose(vol, props, plans, fill=0.0)
+    geometry = CaseGeometry.of(props, plans, plans.configuration(configuration))
+    full = geometry.invert(np.asarray(vol, np.float32), "image", fill=0.0).astype(np.float32)
     paths = []
     for c in range(full.shape[0]):
         dest = out_dir / f"{case}_{c:04d}{ending}"
-        write_image(full[c].astype(np.float32), dest, props)
+        write_image(full[c], dest, props)
         paths.append(dest)
     return paths
 

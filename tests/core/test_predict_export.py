@@ -220,7 +220,8 @@ def test_device_segmentation_agrees_with_the_nnunet_resampling_path(tmp_path, ta
     """The GPU export path (torch resampling + argmax, run here on the CPU) against nnU-Net's numpy path."""
     from scipy.ndimage import gaussian_filter
 
-    from longnet.inference.export import convert_logits, segmentation_on_device, revert_cropping_and_transpose
+    from longnet.imaging.case_geometry import CaseGeometry
+    from longnet.inference.export import convert_logits, segmentation_on_device
 
     img_file, _ = _case_with_geometry(tmp_path, (1.0, 0.8, 2.5))  # z 2.5 vs 0.8 in-plane: separate z
     data, props = read_image_files([img_file])
@@ -233,7 +234,7 @@ def test_device_segmentation_agrees_with_the_nnunet_resampling_path(tmp_path, ta
     ref, _ = convert_logits(torch.from_numpy(logits), pprops, plans, conf, lm)
     cropped = segmentation_on_device(torch.from_numpy(logits), pprops, plans, conf, lm)
     assert (cropped.shape != logits.shape[1:]) == (target_spacing is not None)  # resampled unless same spacing
-    got = revert_cropping_and_transpose(cropped, pprops, plans)
+    got = CaseGeometry.of(pprops, plans, conf).uncrop(cropped)
     assert got.shape == ref.shape and got.dtype == ref.dtype
     assert (got == ref).mean() >= 0.999
 
