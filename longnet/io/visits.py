@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from longnet.errors import LongnetError
+from longnet.utils.files import load_json
 
 MISSING = ("", "nan", "na", "n/a", "none", "null")
 
@@ -66,3 +67,26 @@ def read_visits_csv(path: str | Path | None) -> dict[str, dict[str, Any]]:
 def visit_days(path: str | Path | None) -> dict[str, float]:
     """{case: days} of the cases whose day is recorded."""
     return {c: v["days"] for c, v in read_visits_csv(path).items() if isinstance(v.get("days"), float)}
+
+
+def subjects_for_cases(cases: Sequence[str], patients: str | Path | dict | None,
+                       visits: dict[str, dict] | None = None) -> dict[str, list[str]]:
+    """{subject: [cases in time order]} restricted to `cases`: from a patients json (order as listed, or by the
+    visits CSV's `days` when given); cases not listed are their own subject."""
+    table = load_json(patients) if isinstance(patients, (str, Path)) else (patients or {})
+    if not isinstance(table, dict):
+        raise LongnetError("patients file must map subject -> [case, ...]", patients)
+    present = set(cases)
+    visits = visits or {}
+    out: dict[str, list[str]] = {}
+    for subject, listed in table.items():
+        cs = [str(c) for c in listed if str(c) in present]
+        if all(isinstance(visits.get(c, {}).get("days"), float) for c in cs):
+            cs.sort(key=lambda c: visits[c]["days"])
+        if cs:
+            out[str(subject)] = cs
+    seen = {c for cs in out.values() for c in cs}
+    for c in cases:
+        if c not in seen:
+            out[c] = [c]
+    return out

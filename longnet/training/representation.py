@@ -5,9 +5,10 @@
   `VolumeInput` by default; `CaseInputs` caches prepared inputs per process, since the same scans are
   revisited every epoch);
 - batched, no-grad embedding of many scans (`embed_inputs`);
-- the prediction contract (`prediction_task = "embedding"`): raw images → `preprocess_case` (exactly as in
-  training) → embeddings → `embeddings.npz` + `embeddings.csv` + `trajectories.png`, with a hook for extra
-  outputs (LEARNER's change predictions).
+- the prediction contract (`prediction_task = "embedding"`, carried out by
+  `longnet.inference.embedding_prediction`): raw images → `preprocess_case` (exactly as in training) →
+  embeddings → `embeddings.npz` + `embeddings.csv` + `trajectories.png`, with a hook for extra outputs
+  (LEARNER's change predictions).
 
 Plugins implement `build_network` (a module with `embed(x) -> N×D`), the loaders and the steps as usual.
 """
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from longnet.errors import LongnetError
 from longnet.io.checkpoints import unwrap
 from longnet.training.trainer import Trainer
 
@@ -168,40 +168,9 @@ class RepresentationTrainer(Trainer):
     def run_prediction(cls, model: ModelFolder, folds: Sequence[str] | None, input_folder: Path,
                        output_folder: Path, args: argparse.Namespace, device: torch.device) -> None:
         """Embed every raw case of `input_folder`; write embeddings.npz/.csv, trajectories.png (+ extras)."""
-        from longnet.inference.embeddings import plot_trajectories, save_embeddings
-        from longnet.inference.predictor import list_input_cases
+        from longnet.inference.embedding_prediction import predict_embeddings
 
-        model_folder, output_folder = model.path, Path(output_folder)
-        if output_folder.resolve() == Path(input_folder).resolve():
-            raise LongnetError("output folder must differ from the input folder", output_folder)
-        checkpoints = model.checkpoint_paths(folds, getattr(args, "checkpoint", None))
-        trainers = [cls.from_checkpoint(p, device) for p in checkpoints]
-        for t in trainers:
-            t.configure_prediction(args)
-        cases = list_input_cases(input_folder, model.file_ending, model.num_channels)
-        lead = trainers[0]
-        inputs = [lead.raw_input(files) for _, files in cases]
-        ids = [c for c, _ in cases]
-        from longnet.io.visits import read_visits_csv
-
-        visits = read_visits_csv(getattr(args, "visits", None))
-        subjects = subjects_for_cases(ids, getattr(args, "patients", None), visits)
-        emb = lead.embed_inputs(inputs)
-        subject_of = {c: s for s, cs in subjects.items() for c in cs}
-        columns = {"subject": [subject_of.get(c, "") for c in ids],
-                   "days": [visits.get(c, {}).get("days", "") for c in ids]}
-        output_folder.mkdir(parents=True, exist_ok=True)
-        save_embeddings(ids, emb, output_folder, columns)
-        if len(trainers) > 1:
-            print(f"{cls.__name__}: embeddings from fold {trainers[0].fold} (folds embed into different spaces)")
-        # the folders above the model tell runs of one trainer apart (e.g. a trained and a baseline arm)
-        where = "/".join(model_folder.resolve().parts[-3:-1])
-        setup = f"{model.plans_name}, {model.configuration()}" if model.plans_name else model_folder.name
-        plot_trajectories(dict(zip(ids, emb)), subjects, output_folder / "trajectories.png",
-                          title=f"{cls.__name__}: {lead.embedding_description()} of {len(ids)} scans\n"
-                                f"model {where} ({setup}, fold {lead.fold})")
-        cls.write_extra_predictions(trainers, ids, inputs, subjects, visits, output_folder, args)
-        print(f"{cls.__name__}: embedded {len(ids)} case(s) into {output_folder}")
+        predict_embeddings(cls, model, folds, input_folder, output_folder, args, device)
 
     def configure_prediction(self, args: argparse.Namespace) -> None:
         """Hook: apply this trainer's prediction options (see `add_prediction_arguments`) to the loaded model."""
@@ -224,28 +193,3 @@ def _preprocess_raw(files: Sequence[Path], trainer: Trainer) -> np.ndarray:
     data, props = read_image_files(files)
     data, _, _ = preprocess_case(data, None, props, trainer.plans, trainer.configuration_name, trainer.dataset_json)
     return data
-
-
-def subjects_for_cases(cases: Sequence[str], patients: str | Path | dict | None,
-                       visits: dict[str, dict] | None = None) -> dict[str, list[str]]:
-    """{subject: [cases in time order]} restricted to `cases`: from a patients json (order as listed, or by the
-    visits CSV's `days` when given); cases not listed are their own subject."""
-    from longnet.utils.files import load_json
-
-    table = load_json(patients) if isinstance(patients, (str, Path)) else (patients or {})
-    if not isinstance(table, dict):
-        raise LongnetError("patients file must map subject -> [case, ...]", patients)
-    present = set(cases)
-    visits = visits or {}
-    out: dict[str, list[str]] = {}
-    for subject, listed in table.items():
-        cs = [str(c) for c in listed if str(c) in present]
-        if all(isinstance(visits.get(c, {}).get("days"), float) for c in cs):
-            cs.sort(key=lambda c: visits[c]["days"])
-        if cs:
-            out[str(subject)] = cs
-    seen = {c for cs in out.values() for c in cs}
-    for c in cases:
-        if c not in seen:
-            out[c] = [c]
-    return out
