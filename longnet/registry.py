@@ -157,6 +157,10 @@ def get_planner(name: str) -> Any:
 
 
 def _first_doc_line(obj: Any) -> str:
+    """A class's first docstring line; an object that carries its own `description` (an output task) gives that."""
+    description = getattr(obj, "description", None)
+    if not isinstance(obj, type) and isinstance(description, str):
+        return description
     return _first_line(getattr(obj, "__doc__", None))
 
 
@@ -196,7 +200,17 @@ def _class_docs(path: Path) -> dict[str, str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return {}
-    return {node.name: _first_line(ast.get_docstring(node)) for node in tree.body if isinstance(node, ast.ClassDef)}
+    docs = {node.name: _first_line(ast.get_docstring(node)) for node in tree.body if isinstance(node, ast.ClassDef)}
+    for node in tree.body:  # NAME = OutputTask("name", "description", ...): a task object, described by its text
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if (func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")) != "OutputTask":
+                continue
+            given = {k.arg: k.value for k in node.value.keywords}
+            text = given.get("description", node.value.args[1] if len(node.value.args) > 1 else None)
+            if isinstance(text, ast.Constant) and isinstance(text.value, str):
+                docs.update({t.id: text.value for t in node.targets if isinstance(t, ast.Name)})
+    return docs
 
 
 def _generated_description(name: str) -> str:

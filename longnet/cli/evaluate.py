@@ -87,7 +87,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if known.task not in BUILTIN_TASKS and known.task in _task_choices():
         task = get_task(known.task)
         if task.add_arguments is not None:
-            task.add_arguments(parser.add_argument_group(f"options of task {task.name}"))
+            try:
+                task.add_arguments(parser.add_argument_group(f"options of task {task.name}"))
+            except argparse.ArgumentError as e:
+                raise LongnetError(f"task {task.name} declares an option that clashes with longnet_evaluate's own "
+                                   f"({e}); rename it in the task's add_arguments") from None
     return parser.parse_args(argv)
 
 

@@ -36,12 +36,37 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def _check_options(infos: list) -> None:
+    """--check also builds each trainer's command line and each task's evaluation options: an option that clashes
+    with one of longnet's own is reported like an import failure."""
+    from longnet.errors import LongnetError
+    from longnet.registry import TASKS, TRAINERS, get_trainer
+    from longnet.tasks import get_task
+
+    for info in infos:
+        if info.error is not None or info.group not in (TRAINERS, TASKS):
+            continue
+        try:
+            if info.group == TRAINERS:
+                from longnet.cli.train import build_parser
+
+                build_parser(get_trainer(info.name))
+            else:
+                from longnet.cli.evaluate import _parse
+
+                task = get_task(info.name)
+                if task.add_arguments is not None:
+                    _parse(["GT", "PRED", "--task", info.name])
+        except LongnetError as e:
+            info.error = e.message
+
+
 def describe(name: str, group: str | None = None) -> str:
     """Documentation of one plugin: where it comes from, its docstring and, for a trainer, its options."""
     import inspect
 
     from longnet.errors import LongnetError
-    from longnet.registry import KNOWN_GROUPS, TRAINERS, get_trainer, list_plugins, load_plugin, plugin_names
+    from longnet.registry import KNOWN_GROUPS, TASKS, TRAINERS, get_trainer, list_plugins, load_plugin, plugin_names
 
     groups = [group] if group else list(KNOWN_GROUPS)
     owner = next((g for g in groups if name in plugin_names(g)), None)
@@ -50,8 +75,17 @@ def describe(name: str, group: str | None = None) -> str:
         raise LongnetError(f"unknown plugin {name!r}; available: {known}")
     obj = get_trainer(name) if owner == TRAINERS else load_plugin(owner, name)
     info = next(i for i in list_plugins(owner, load=False) if i.name == name)
-    lines = [f"{name} ({owner}; package {info.package} {info.version}; {info.target})", "",
-             inspect.cleandoc(obj.__doc__ or "(no documentation)")]
+    lines = [f"{name} ({owner}; package {info.package} {info.version}; {info.target})", ""]
+    if owner == TASKS:  # an OutputTask object: its own description, files and evaluation options
+        lines += [obj.description, f"writes: {obj.outputs}"]
+        if obj.add_arguments is not None:
+            parser = argparse.ArgumentParser(prog=f"longnet_evaluate GT PRED --task {name}", add_help=False,
+                                             allow_abbrev=False, formatter_class=HelpFormatter,
+                                             usage=f"longnet_evaluate GT PRED --task {name} [options]")
+            obj.add_arguments(parser.add_argument_group(f"evaluation options of {name}"))
+            lines += ["", parser.format_help().rstrip()]
+        return "\n".join(lines)
+    lines.append(inspect.cleandoc(obj.__doc__ or "(no documentation)"))
     if owner == TRAINERS:
         lines += ["", f"prediction task: {getattr(obj, 'prediction_task', 'segmentation')}; default schedule "
                       f"{obj.num_epochs} epochs x {obj.num_iterations_per_epoch} iterations"]
@@ -75,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(args.describe, args.group))
         return 0
     infos = list_plugins(args.group, load=args.check)
+    if args.check:
+        _check_options(infos)
     if args.json:
         print(json.dumps([i.to_dict() for i in infos], indent=2))
         return 0

@@ -66,7 +66,14 @@ def build_parser(trainer_cls=None) -> argparse.ArgumentParser:
     p = _base_parser(add_help=True)
     if trainer_cls is not None:
         group = p.add_argument_group(f"options of {trainer_cls.__name__}")
-        trainer_cls.add_arguments(group)
+        try:
+            trainer_cls.add_arguments(group)
+        except argparse.ArgumentError as e:  # e.g. a plugin option named like one of longnet_train's own
+            from longnet.errors import LongnetError
+
+            raise LongnetError(f"trainer {trainer_cls.__name__} declares an option that clashes with another "
+                               f"({e}); longnet_train's own options (longnet_train -h) cannot be redeclared: "
+                               "rename it in the trainer's options") from None
     return p
 
 

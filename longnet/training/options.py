@@ -114,7 +114,8 @@ def add_option_arguments(parser, options_cls: type, exclude: tuple[str, ...] = (
         kind = m["kind"] or {int: int, float: float}.get(type(f.default)) or (m["range"].kind if m["range"] else str)
         parser.add_argument(*_flags(f), dest=f.name, type=kind, default=None, choices=m["choices"],
                             metavar=m["metavar"], nargs=m["nargs"], required=m["required"],
-                            help=m["help"] + ("" if m["required"] else f" (default {f.default})"))
+                            help=m["help"] + ("" if m["required"] else f" (default {f.default}")
+                            + (f"; {m['range'].describe()}" if m["range"] else "") + ("" if m["required"] else ")"))
 
 
 def parse_options(options_cls: type, options: Mapping[str, Any], check_required: bool = True) -> Any:

@@ -149,7 +149,7 @@ class RepresentationTrainer(Trainer):
     def final_validation(self) -> None:
         """`validation/summary.json`: embedding metrics (MCCD, within/between-subject distances, and the
         distance–score-change Spearman ρ when the trainer has a `score_column`) on the validation cases."""
-        if not self.val_cases:
+        if not self.val_cases or self.prediction_task != "embedding":  # other tasks validate their own outputs
             return
         from longnet.evaluation.embedding import embedding_summary
         from longnet.utils.files import save_json

@@ -26,6 +26,8 @@ class Requirements:
     min_subjects: int = 1
     labels: LabelNeed = "any"
     required_columns: tuple[str, ...] = field(default_factory=tuple)
+    #: visitsTr.csv columns that must hold a value for at least one training case (the others may be empty)
+    some_columns: tuple[str, ...] = field(default_factory=tuple)
     #: compares visits voxel by voxel: warn when the plans were preprocessed without intra-subject alignment
     aligned_visits: bool = False
 
@@ -54,10 +56,13 @@ def check_requirements(req: Requirements, index: DatasetIndex, trainer_name: str
         if col == "days":  # the day of every visit, from visitsTr.csv (without it days are the visit order)
             missing = [c for c in index.cases if (index.visits.get(c) or {}).get("days_known") is False]
         else:
-            missing = [c for c in index.cases if col not in ((index.visits.get(c) or {}).get("meta") or {})]
+            missing = [c for c in index.cases if ((index.visits.get(c) or {}).get("meta") or {}).get(col) is None]
         if missing:
-            problems.append(f"column {col!r} (visitsTr.csv) is missing for {len(missing)} case(s) "
+            problems.append(f"column {col!r} (visitsTr.csv) is missing or empty for {len(missing)} case(s) "
                             f"(e.g. {', '.join(missing[:3])})")
+    for col in req.some_columns:
+        if all(((index.visits.get(c) or {}).get("meta") or {}).get(col) is None for c in index.cases):
+            problems.append(f"column {col!r} (visitsTr.csv) has no value for any training case")
     if problems:
         raise LongnetError(f"dataset does not meet the requirements of trainer {trainer_name}:\n  - "
                            + "\n  - ".join(problems), index.source or None)

@@ -388,7 +388,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
         self.logger.close()
 
     def load_network_weights(self, checkpoint_name: str) -> None:
-        """Only the network's weights of `output_folder/checkpoint_name` (no optimiser, no epoch)."""
+        """The network's weights of `output_folder/checkpoint_name` and what `checkpoint_extra` saved with them
+        (no optimiser, no epoch): `--val` and `--val_best` validate the model as it was trained."""
         from longnet.errors import LongnetError
         from longnet.io.checkpoints import load_checkpoint
 
@@ -398,6 +399,7 @@ class Trainer(PredictionContract, TrainerStateMixin):
                                "(--val_best: a checkpoint_best.pth)", path)
         ckpt = load_checkpoint(path, map_location=self.device, required=("network_weights",))
         self.restore_network(ckpt, path)
+        self.load_checkpoint_extra(ckpt.get("extra") or {})
         self.print(f"network weights from {checkpoint_name} (epoch {ckpt.get('current_epoch', '?')})")
 
     def _run_final_validation(self) -> None:

@@ -84,11 +84,23 @@ class TrainerStateMixin:
         self.num_optimizer_steps = int(ckpt.get("num_optimizer_steps", 0))
         self._resume_iteration = int(ckpt.get("_resume_iteration", 0))
         self._resumed_positions = {str(k): int(v) for k, v in (ckpt.get("stream_positions") or {}).items()}
+        self._note_changed_options(ckpt.get("trainer_options"))
         self._partial_outputs = list(ckpt.get("_partial_train_outputs") or [])
         if ckpt.get("rng_state"):
             set_rng_state(ckpt["rng_state"])
         self.load_checkpoint_extra(ckpt.get("extra") or {})
         return ckpt
+
+    def _note_changed_options(self, saved: dict | None) -> None:
+        """Resuming with other trainer options continues the run with the new values, except for what the
+        restored state holds (the optimiser's learning rate, the scheduler): say which ones changed."""
+        if not saved or self.opts is None:
+            return
+        now = to_plain(dataclasses.asdict(self.opts))
+        changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now) if k in saved and saved[k] != now[k]]
+        if changed:
+            self.print("resuming with changed options: " + ", ".join(changed) + " (the restored optimiser and "
+                       "scheduler keep the checkpoint's state, e.g. its learning rate)")
 
     def restore_network(self, ckpt: dict, path: str | Path) -> None:
         """Load a checkpoint's weights; a slim one (see SLIM_CHECKPOINTS) may lack only `resume_only_prefixes`

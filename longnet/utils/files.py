@@ -87,8 +87,15 @@ def _is_write_failure(error: BaseException, own_paths: set[str]) -> bool:
 def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds.
 
-    A write failure (in here or in the block) raises LongnetError "cannot write (...)" naming `dest`."""
+    A write failure (in here or in the block) raises LongnetError "cannot write (...)" naming `dest`. A symbolic
+    link is followed (its target is replaced, the link stays); anything else that is not a regular file (a device,
+    a FIFO, a folder) is refused, never replaced."""
     dest = Path(dest)
+    if dest.is_symlink():
+        dest = Path(os.path.realpath(dest))
+    if dest.exists() and not dest.is_file():
+        raise LongnetError("refusing to write: the output path exists and is not a regular file (a device, pipe or "
+                           "folder); name a file", dest)
     tmp_path: Path | None = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ class LEARNERChangeTrainer(RepresentationTrainer):
         return self.opts.score or str(self.spec["score"])
 
     def get_requirements(self) -> Requirements:
-        return Requirements(min_visits_per_subject=2, min_subjects=1, required_columns=(self.score_column,))
+        return Requirements(min_visits_per_subject=2, min_subjects=1, some_columns=(self.score_column,))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -124,7 +124,7 @@ class LEARNERTrainer(RepresentationTrainer):
         self.score_stats: dict | None = None
 
     def get_requirements(self) -> Requirements:
-        return Requirements(min_subjects=2, required_columns=(self.score_column,))
+        return Requirements(min_subjects=2, some_columns=(self.score_column,))  # unscored visits are skipped
 
     @property
     def input_shape(self) -> tuple[int, ...]:

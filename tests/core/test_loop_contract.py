@@ -129,3 +129,51 @@ def test_named_streams_resume_where_they_stopped(tmp_path):
     assert sum(1 for k, _ in whole.seen if k == "b") == 4  # steps 0, 3, 6, 9 of 12
     ckpt = torch.load(tmp_path / "whole" / "checkpoint_final.pth", weights_only=True)
     assert ckpt["stream_positions"] == {"a": 12, "b": 4}
+
+
+class StatsToy(ToyTrainer):
+    """Keeps a statistic of the training data in its checkpoints (as a normalising trainer would)."""
+
+    num_epochs = 1
+
+    def train_loader(self):
+        self.stat = 5.0
+        return super().train_loader()
+
+    def checkpoint_extra(self) -> dict:
+        return {"stat": getattr(self, "stat", None)}
+
+    def load_checkpoint_extra(self, extra: dict) -> None:
+        self.stat = extra.get("stat")
+
+    def final_validation(self) -> None:
+        self.validated_with = getattr(self, "stat", None)
+
+
+def test_validation_only_restores_the_checkpoint_extra(tmp_path):
+    def make():
+        t = StatsToy(tiny_plans(), "3d_fullres", 0, {"channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1}},
+                     "cpu", {})
+        t.setup(None, tmp_path / "out", [], [], verbose=False)
+        return t
+
+    make().run_training()
+    again = make()
+    again.run_validation_only()  # longnet_train --val
+    assert again.validated_with == 5.0
+
+
+def test_an_option_that_clashes_with_longnet_train_is_one_clear_error():
+    from dataclasses import dataclass
+
+    from longnet.cli.train import build_parser
+    from longnet.errors import LongnetError
+    from longnet.training.options import option
+
+    @dataclass(frozen=True)
+    class Clashing:
+        seed: int = option(3, "my own seed")
+
+    cls = type("ClashToy", (ToyTrainer,), {"options_class": Clashing})
+    with pytest.raises(LongnetError, match="ClashToy declares an option that clashes .*--seed"):
+        build_parser(cls)

@@ -95,7 +95,7 @@ def test_typed_options_generate_flags_hold_defaults_and_check_ranges():
     parser = argparse.ArgumentParser()
     add_option_arguments(parser, Opts)
     text = parser.format_help()
-    assert "--steps STEPS" in text and "solver steps (default 10)" in text and "--exact" in text
+    assert "--steps STEPS" in text and "solver steps (default 10; an integer >= 1)" in text and "--exact" in text
     assert "--seed" not in text
     given = vars(parser.parse_args(["--method", "rk4"]))
     assert parse_options(Opts, given) == Opts(10, "rk4", False, 0)  # not given -> the one default

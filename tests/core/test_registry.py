@@ -165,6 +165,13 @@ def test_requirements_name_what_is_missing():
         check_requirements(Requirements(labels="all", min_visits_per_subject=2, required_columns=("score",)), idx, "T")
     text = str(exc.value)
     assert "every training case must be labelled" in text and ">= 2 visits" in text and "'score'" in text
+    blank = DatasetIndex(["a", "b"], {"a": {"meta": {"score": 1.0}}, "b": {"meta": {"score": None}}}, {"s": ["a", "b"]})
+    with pytest.raises(LongnetError, match="column 'score' .* missing or empty for 1 case"):  # an empty cell too
+        check_requirements(Requirements(required_columns=("score",)), blank, "T")
+    check_requirements(Requirements(some_columns=("score",)), blank, "T")  # one value is enough there
+    with pytest.raises(LongnetError, match="column 'score' .* has no value for any training case"):
+        check_requirements(Requirements(some_columns=("score",)), DatasetIndex(["b"], {"b": {"meta": {}}},
+                                                                                {"s": ["b"]}), "T")
 
 
 @pytest.fixture

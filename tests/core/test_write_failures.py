@@ -6,10 +6,12 @@ Tests run as root, where chmod does not stop writes, so the failures are injecte
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
 import types
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +164,18 @@ def test_outputs_get_the_usual_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_outputs_follow_links_and_never_replace_devices_or_pipes(tmp_path):
+    from longnet.utils.files import save_json
+
+    target = tmp_path / "target.json"
+    target.write_text("{}")
+    (tmp_path / "link.json").symlink_to(target)
+    save_json({"a": 1}, tmp_path / "link.json")
+    assert (tmp_path / "link.json").is_symlink() and json.loads(target.read_text()) == {"a": 1}
+    os.mkfifo(tmp_path / "pipe")
+    for dest in (tmp_path / "pipe", Path("/dev/null"), tmp_path):
+        with pytest.raises(LongnetError, match="not a regular file"):
+            save_json({}, dest)
+    assert Path("/dev/null").is_char_device()

@@ -22,7 +22,9 @@ def test_visit_interval_plugin_trains_predicts_evaluates(install_example, tmp_pa
     assert plugins_main(["--json"]) == 0
     rows = {(r["group"], r["name"]): r for r in json.loads(capsys.readouterr().out)}
     assert rows[("longnet.trainers", "VisitIntervalTrainer")]["package"] == "longnet-visit-interval"
-    assert ("longnet.tasks", "visit_interval") in rows
+    assert rows[("longnet.tasks", "visit_interval")]["description"] == "days between consecutive visits of a subject"
+    assert plugins_main(["--describe", "visit_interval"]) == 0
+    assert "writes: intervals.csv" in capsys.readouterr().out
     set_env(monkeypatch, tmp_path)
     torch.set_num_threads(1)
     raw = generate_demo_dataset(tmp_path / "raw", 4, 2, (16, 20, 16), seed=5, min_visits=3, max_visits=3)
