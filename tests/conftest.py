@@ -18,6 +18,16 @@ def raw_dataset_factory(tmp_path):
     return factory
 
 
+@pytest.fixture
+def roots(tmp_path, monkeypatch) -> dict[str, Path]:
+    """Empty raw / preprocessed / results folders under tmp_path, set as LONGNET_RAW, _PREPROCESSED, _RESULTS."""
+    out = {k: tmp_path / k for k in ("raw", "pre", "res")}
+    for k, v in out.items():
+        v.mkdir()
+        monkeypatch.setenv({"raw": "LONGNET_RAW", "pre": "LONGNET_PREPROCESSED", "res": "LONGNET_RESULTS"}[k], str(v))
+    return out
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared real data folder (../shared/data next to the repo); skips the test when it is absent."""

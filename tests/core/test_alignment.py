@@ -24,15 +24,6 @@ needs_ljubljana = pytest.mark.skipif(not LJUBLJANA.is_dir(), reason="../shared/d
 needs_tcia = pytest.mark.skipif(not TCIA.is_dir(), reason="../shared/data/tcia_brain_tumor_progression absent")
 
 
-@pytest.fixture
-def roots(tmp_path, monkeypatch):
-    out = {k: tmp_path / k for k in ("raw", "pre", "res")}
-    for k, v in out.items():
-        v.mkdir()
-        monkeypatch.setenv({"raw": "LONGNET_RAW", "pre": "LONGNET_PREPROCESSED", "res": "LONGNET_RESULTS"}[k], str(v))
-    return out
-
-
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))

@@ -20,17 +20,6 @@ REFERENCE = SHARED_DATA.parent / "reference" / "nnunetv2-2.8.1"
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference not available")
 
 
-@pytest.fixture
-def roots(tmp_path, monkeypatch):
-    out = {k: tmp_path / k for k in ("raw", "pre", "res")}
-    for k, v in out.items():
-        v.mkdir()
-    monkeypatch.setenv("LONGNET_RAW", str(out["raw"]))
-    monkeypatch.setenv("LONGNET_PREPROCESSED", str(out["pre"]))
-    monkeypatch.setenv("LONGNET_RESULTS", str(out["res"]))
-    return out
-
-
 def _assert_plans_equal(ours: dict, ref: dict) -> None:
     assert set(ours["configurations"]) == set(ref["configurations"])
     for name, conf in ref["configurations"].items():
