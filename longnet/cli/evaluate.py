@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="longnet_evaluate", allow_abbrev=False, formatter_class=HelpFormatter,
         description="Compare predictions with references and write summary.json. segmentation (default): Dice, "
                     "IoU, HD95 per label in nnU-Net's schema, plus ASPC between consecutive visits with "
-                    "--patients. forecast: NRMSE/PSNR/SSIM of predicted vs true images. classification: "
+                    "--patients. forecast: NRMSE/PSNR/SSIM of predicted vs true images (with the baselines found in "
+                    "PRED_DIR/lci and PRED_DIR/context_mean side by side). classification: "
                     "accuracy, macro-F1, AUROC, PR-AUC, balanced accuracy from CSVs (--delta: improve/stable/worsen "
                     "of visit pairs from a score change). embedding: mean consecutive cosine distance of "
                     "embeddings.npz vs the mean distance between subjects (+ Spearman with |score change|).")
@@ -186,7 +187,11 @@ def evaluate_forecast(args: argparse.Namespace) -> dict:
     mask_dir = Path(args.change_mask) if args.change_mask else None
     if mask_dir is not None and not mask_dir.is_dir():
         raise LongnetError("change-mask folder not found", mask_dir)
+    # further baselines scored on the same cases and changed region (TFM's --with-context-mean writes context_mean/)
+    others = {name: pred_dir / folder for name, folder in (("context_mean", "context_mean"),)
+              if (pred_dir / folder).is_dir()}
     per_case = []
+    names = ("NRMSE", "PSNR", "SSIM")
     for case, ref_file, pred_file in pairs:
         ref, _ = read_image_files([ref_file])
         pred, _ = read_image_files([pred_file])
@@ -209,16 +214,24 @@ def evaluate_forecast(args: argparse.Namespace) -> dict:
             if base is not None:
                 row["changed"]["baseline"] = {k[9:-8]: v for k, v in m.items()
                                               if k.startswith("baseline_") and k.endswith("_changed")}
+        for name, folder in others.items():  # scored like the prediction, in the same changed region
+            o = forecast_comparison(_same_named(folder, pred_file.name, ref.shape, name)[0], ref[0],
+                                    None if base is None else base[0], None if mask is None else mask[0] > 0,
+                                    args.change_threshold)
+            row[name] = {k: o[k] for k in names}
+            if "changed" in row:
+                row["changed"][name] = {k: o[f"{k}_changed"] for k in names}
         per_case.append(row)
-    names = ("NRMSE", "PSNR", "SSIM")
     mean = _agg(per_case, lambda c: c["metrics"], np.nanmean)
     median = _agg(per_case, lambda c: c["metrics"], np.nanmedian)
     summary = {"task": "forecast", "mean": mean, "median": median}
-    if baseline_dir is not None or mask_dir is not None:
+    if baseline_dir is not None or mask_dir is not None or others:
         name = args.baseline_name
         side = {"overall": {"prediction": mean}}
         if baseline_dir is not None:
             side["overall"][name] = _agg(per_case, lambda c: c["baseline"], np.nanmean)
+        for other in others:
+            side["overall"][other] = _agg(per_case, lambda c: c[other], np.nanmean)
         changed = [c for c in per_case if "changed" in c]
         if changed:
             side["changed"] = {"prediction": _agg(changed, lambda c: c["changed"]["prediction"], np.nanmean),
@@ -227,6 +240,8 @@ def evaluate_forecast(args: argparse.Namespace) -> dict:
                                               f"|reference - {name}| > {args.change_threshold} (reference range)")}
             if baseline_dir is not None:
                 side["changed"][name] = _agg(changed, lambda c: c["changed"]["baseline"], np.nanmean)
+            for other in others:
+                side["changed"][other] = _agg(changed, lambda c: c["changed"][other], np.nanmean)
         summary["baseline_name"] = name
         summary["side_by_side"] = side
         print(_forecast_table(side, names))

@@ -34,11 +34,12 @@ def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
     model = next((tmp_path / "results").glob("Dataset990_*/TFMTrainer__nnUNetPlans__3d_fullres"))
     out = tmp_path / "forecast"
     assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-m", str(model), "-f", "all",
-                         "--patients", str(raw / "patientsTs.json"), "--with-lci", "-device", "cpu"]) == 0
+                         "--patients", str(raw / "patientsTs.json"), "--with-lci", "--with-context-mean",
+                         "-device", "cpu"]) == 0
     patients = json.loads((raw / "patientsTs.json").read_text())
     (subject, cases), = patients.items()
     target, last_ctx = cases[-1], cases[-2]
-    for folder in (out, out / "lci", out / "reference"):
+    for folder in (out, out / "lci", out / "reference", out / "context_mean"):
         assert sorted(p.name for p in folder.glob("*.nii.gz")) == [f"{target}_0000.nii.gz", f"{target}_0001.nii.gz"]
     # written in the geometry of the subject's last context visit
     pred = sitk.ReadImage(str(out / f"{target}_0000.nii.gz"))
@@ -53,7 +54,9 @@ def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
     assert "LCI" in table and "changed" in table
     s = json.loads((out / "summary.json").read_text())
     side = s["side_by_side"]
-    assert set(side["overall"]) == {"prediction", "LCI"} and {"NRMSE", "PSNR", "SSIM"} <= set(side["overall"]["LCI"])
+    assert set(side["overall"]) == {"prediction", "LCI", "context_mean"}  # both baselines, side by side
+    assert {"NRMSE", "PSNR", "SSIM"} <= set(side["overall"]["LCI"]) and "context_mean" in side["changed"]
+    assert side["overall"]["context_mean"]["NRMSE"] != side["overall"]["LCI"]["NRMSE"]
     assert np.isfinite(side["overall"]["prediction"]["NRMSE"]) and len(s["metric_per_case"]) == 2
     # --target-days: forecast the second visit from the first only
     days = {r.split(",")[0]: float(r.split(",")[1]) for r in (raw / "visitsTs.csv").read_text().splitlines()[1:]}
