@@ -143,7 +143,7 @@ def _parse(argv) -> tuple[argparse.Namespace, type | None]:
         from longnet.io.model_folder import ModelName
 
         named = known.trainer
-        name = ModelName.parse(Path(known.model_folder).name).trainer if known.model_folder else named
+        name = ModelName.of_folder(known.model_folder).trainer if known.model_folder else named
         cls = _trainer_class(name or "nnUNetTrainer")
         if cls is None and named and not known.model_folder and help_requested(argv):
             parser.epilog = (f"-tr {named} is not a registered trainer (longnet_plugins lists them): the options above "

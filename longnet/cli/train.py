@@ -56,6 +56,12 @@ def _base_parser(add_help: bool) -> argparse.ArgumentParser:
                         "and longnet_ensemble")
     p.add_argument("--val", action="store_true",
                    help="only run the final validation of a finished training (needs checkpoint_final.pth)")
+    p.add_argument("--output-name", dest="output_name", default=None,
+                   help="model folder name under $LONGNET_RESULTS/DatasetXXX_Name/ instead of TRAINER__PLANS__CONFIG "
+                        "(a baseline or variant next to the default run; predict it with -m; default: none)")
+    p.add_argument("--random-init", dest="random_init", action="store_true",
+                   help="write the freshly initialised network (seeded by --seed) as checkpoint_final.pth without "
+                        "training: the random-initialisation baseline of a pretraining method")
     p.add_argument("--val_best", action="store_true",
                    help="final validation with checkpoint_best.pth instead of the final weights (after training, "
                         "or with --val; same validation/ folder)")
@@ -125,8 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     trainer_cls = get_trainer(_trainer_name(argv))
     args = build_parser(trainer_cls).parse_args(argv)
-    for value, flag in ((args.plans, "-p"), (args.configuration, "configuration")):
+    for value, flag in ((args.plans, "-p"), (args.configuration, "configuration"),
+                        *(((args.output_name, "--output-name"),) if args.output_name else ())):
         check_name(value, flag)  # they name the results folder
+    if args.random_init and (args.c or args.val):
+        raise LongnetError("--random-init writes an untrained network: it cannot be combined with --c or --val")
     if args.val and args.c:
         raise LongnetError("--c and --val cannot be combined: --val only validates a finished training")
     if args.val_best and args.disable_checkpointing:

@@ -1,10 +1,13 @@
-"""One model folder, `RESULTS/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/`, for every command and plugin.
+"""One model folder, `RESULTS/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION/` (or a name given with
+`longnet_train --output-name`, its `model.json` then naming trainer, plans and configuration), for every command
+and plugin.
 
 A model folder holds `plans.json`, `dataset.json` and `fold_N/checkpoint_*.pth` (the same layout as nnU-Net v2).
 Its name is parsed here and nowhere else; checkpoints are read with `weights_only=True` only.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Sequence
 from longnet.errors import LongnetError
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
+MODEL_RECORD = "model.json"  # {"trainer", "plans", "configuration"} of the run that wrote the folder
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,19 @@ class ModelName:
     def folder_name(self) -> str:
         return f"{self.trainer}__{self.plans}__{self.configuration}"
 
+    @classmethod
+    def of_folder(cls, path: str | Path) -> "ModelName":
+        """The names of a model folder: its `model.json` (written by longnet_train, e.g. for a folder named with
+        --output-name), else the folder name."""
+        record = Path(path) / MODEL_RECORD
+        if record.is_file():
+            try:
+                d = json.loads(record.read_text(encoding="utf-8"))
+                return cls(str(d["trainer"]), str(d["plans"]), str(d["configuration"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                raise LongnetError(f"{MODEL_RECORD} must hold trainer, plans and configuration", record) from None
+        return cls.parse(Path(path).name)
+
 
 class ModelFolder:
     """A trained model on disk: its names, plans, dataset.json, folds and checkpoints."""
@@ -39,7 +56,7 @@ class ModelFolder:
         self.path = Path(path)
         if not self.path.is_dir():
             raise LongnetError("model folder not found", self.path)
-        self.name = ModelName.parse(self.path.name)
+        self.name = ModelName.of_folder(self.path)
 
     @classmethod
     def from_names(cls, dataset: str | int, trainer: str, plans: str, configuration: str) -> "ModelFolder":

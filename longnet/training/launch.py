@@ -49,8 +49,11 @@ def fold_folder_name(fold: int | str) -> str:
     return f"fold_{fold}"
 
 
-def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
-    return results_root() / dataset_name / f"{trainer}__{plans}__{configuration}"
+def model_folder(dataset_name: str, trainer: str, plans: str, configuration: str,
+                 output_name: str | None = None) -> Path:
+    """RESULTS/Dataset/TRAINER__PLANS__CONFIGURATION, or RESULTS/Dataset/OUTPUT_NAME (--output-name: a baseline
+    or variant beside the default run)."""
+    return results_root() / dataset_name / (output_name or f"{trainer}__{plans}__{configuration}")
 
 
 def load_split(pre_dir: Path, fold: int | str, available: list[str], create: bool) -> tuple[list[str], list[str]]:
@@ -93,7 +96,11 @@ def load_split(pre_dir: Path, fold: int | str, available: list[str], create: boo
     return train, val
 
 
-def _copy_model_files(pre_dir: Path, plans_file: Path, dest: Path) -> None:
+def _copy_model_files(pre_dir: Path, plans_file: Path, dest: Path, req: TrainRequest) -> None:
+    from longnet.io.model_folder import MODEL_RECORD
+
+    save_json({"trainer": req.trainer_name, "plans": req.plans_name, "configuration": req.configuration},
+              dest / MODEL_RECORD)
     save_json(load_json(plans_file), dest / "plans.json")
     save_json(load_json(pre_dir / "dataset.json"), dest / "dataset.json")
     if (pre_dir / "dataset_fingerprint.json").is_file():
@@ -138,7 +145,7 @@ def run_training(req: TrainRequest) -> int:
         trainer, name, pre_dir, plans_file = build_trainer(req)
         available = _available_cases(pre_dir, trainer.configuration_manager.data_identifier)
         train, val = _on_rank0_for_all(dist, lambda: load_split(pre_dir, req.fold, available, create=True))
-        out = model_folder(name, req.trainer_name, req.plans_name, req.configuration)
+        out = model_folder(name, req.trainer_name, req.plans_name, req.configuration, req.options.get("output_name"))
         fold_dir = out / fold_folder_name(req.fold)
         trainer.setup(pre_dir, fold_dir, train, val, dist)
         trainer.check_requirements()  # before anything is written: a refused run leaves no output behind
@@ -147,7 +154,7 @@ def run_training(req: TrainRequest) -> int:
         if dist.is_main:
             fold_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temp_files(fold_dir)  # a checkpoint save cut short by kill -9 leaves a temp file
-            _copy_model_files(pre_dir, plans_file, out)
+            _copy_model_files(pre_dir, plans_file, out, req)
         dist.barrier()
         try:
             if req.options.get("val"):

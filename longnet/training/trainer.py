@@ -342,6 +342,12 @@ class Trainer(PredictionContract, TrainerStateMixin):
                         self._run_final_validation()
                     self.logger.close()
                     return
+        if self.options.get("random_init"):  # the baseline: the initialised network, no step taken
+            self.save_checkpoint("checkpoint_final.pth", 0)
+            self.print("--random-init: wrote the freshly initialised network as checkpoint_final.pth (no training)")
+            self._run_final_validation()
+            self.logger.close()
+            return
         self._log_setup()
         # the handler goes in before the loaders start their workers (which ignore SIGTERM): a scheduler's SIGTERM
         # to the whole process group then ends in checkpoint_latest.pth and exit 143, not in a worker's traceback

@@ -173,3 +173,32 @@ def test_ddp_two_cpu_processes_same_steps_per_epoch(tiny, monkeypatch):
     rows = [line.split() for line in seen.read_text().splitlines()]
     assert sorted(r[0] for r in rows) == ["0", "0", "1", "1"]
     assert all(r[1] == "2" and r[2] == "1" for r in rows)  # world 2, one sample per rank
+
+
+def test_random_init_baseline_in_its_own_model_folder(tiny, capsys):
+    """`--random-init --output-name NAME`: the seeded initial network as checkpoint_final.pth in RESULTS/Dataset/NAME
+    (with model.json naming trainer, plans and configuration), next to the trained run, and predictable with -m."""
+    from longnet.cli.predict import _parse
+    from longnet.io.model_folder import ModelFolder
+
+    args = [DATASET, "3d_fullres", "0", "--epochs", "1", "--iters-per-epoch", "1", "--seed", "7"] + FAST
+    assert train_main(args + ["--random-init", "--output-name", "nnUNet_random_init"]) == 0
+    assert train_main(args) == 0  # the trained run keeps its own folder
+    folder = tiny / "results" / DATASET / "nnUNet_random_init"
+    assert json.loads((folder / "model.json").read_text()) == {"trainer": "nnUNetTrainer", "plans": "nnUNetPlans",
+                                                               "configuration": "3d_fullres"}
+    model = ModelFolder(folder)
+    assert (model.trainer_name, model.configuration()) == ("nnUNetTrainer", "3d_fullres")
+    random = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=True)
+    trained = torch.load(fold_dir(tiny) / "checkpoint_final.pth", weights_only=True)
+    assert random["current_epoch"] == 0 and trained["current_epoch"] == 1
+    fresh = nnUNetTrainer(random["init_args"]["plans"], "3d_fullres", 0, random["init_args"]["dataset_json"], "cpu",
+                          {"seed": 7})
+    fresh.initialize()
+    assert all(torch.equal(v, random["network_weights"][k]) for k, v in fresh.network.state_dict().items())
+    assert not torch.equal(trained["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"],
+                           random["network_weights"]["encoder.stages.0.0.convs.0.conv.weight"])
+    _, cls = _parse(["-i", str(tiny), "-o", str(tiny / "pred"), "-m", str(folder)])  # -m finds its trainer
+    assert cls is nnUNetTrainer
+    assert train_main(args + ["--random-init", "--c"]) == 1
+    assert "cannot be combined with --c" in capsys.readouterr().err
