@@ -34,7 +34,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # plans, labels, networks
     "longnet.planning.plans": ("Plans",),
     "longnet.dataset.labels": ("LabelManager",),
-    "longnet.planning.network": ("architecture_with_overrides", "build_network_from_architecture"),
+    "longnet.planning.network": ("architecture_with_overrides", "build_network_from_architecture",
+                                 "output_stage_prefixes"),
     # data and samplers
     "longnet.data.cases": ("CaseReader", "bbox_for_patch", "crop_and_pad"),
     "longnet.data.loader": ("default_num_workers",),

@@ -155,9 +155,9 @@ class Predictor:
         trainer_name = first.get("trainer_name") or model.trainer_name
         init_args = first.get("init_args")
         if trainer_cls is not None and isinstance(init_args, dict) and "plans" in init_args:
-            network = trainer_cls(init_args["plans"], init_args["configuration"], init_args["fold"],
-                                  init_args["dataset_json"], "cpu", init_args.get("options")
-                                  ).build_inference_network()
+            from longnet.io.checkpoints import trainer_from_init_args
+
+            network = trainer_from_init_args(trainer_cls, init_args).build_inference_network()
         else:
             channels = dataset_json.get("channel_names") or dataset_json.get("modality") or {}
             n_inputs = len(channels) + len(cascade_labels(conf, lm))  # a cascade also sees the previous stage

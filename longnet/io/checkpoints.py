@@ -96,6 +96,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return ckpt
 
 
+def trainer_from_init_args(cls: type, init_args: dict, device: str | torch.device = "cpu") -> Any:
+    """A trainer of class `cls` as a checkpoint's `init_args` constructed it (no data, no network yet)."""
+    ia = init_args
+    return cls(ia["plans"], ia["configuration"], ia["fold"], ia["dataset_json"], device, ia.get("options"))
+
+
 def strip_prefixes(state_dict: dict) -> dict:
     """Remove the `module.` (DDP) and `_orig_mod.` (torch.compile) wrappers from parameter names, however they
     are nested (a compiled submodule leaves `._orig_mod.` inside a name)."""

@@ -54,6 +54,16 @@ def architecture_with_overrides(architecture: dict, overrides: dict | None) -> d
     return arch
 
 
+def output_stage_prefixes(network: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes of a planned U-Net's full-resolution output stage (last decoder stage, its
+    upsampling, the segmentation layers): what `--transfer no-output` leaves freshly initialised."""
+    decoder = getattr(network, "decoder", None)
+    if decoder is None or not hasattr(decoder, "stages"):
+        raise LongnetError("--transfer no-output needs a U-Net with a decoder (dynamic-network-architectures)")
+    last = len(decoder.stages) - 1
+    return (f"decoder.stages.{last}.", f"decoder.transpconvs.{last}.", "decoder.seg_layers.")
+
+
 def checkpoint_arch_overrides(checkpoint: dict, trainer_name: str | None, architecture: dict) -> dict:
     """The `arch_kwargs` changes a model was trained with: from the checkpoint (longnet), else from the registered
     trainer of that name (a model folder trained by nnU-Net, e.g. nnUNetTrainerBN), else none."""

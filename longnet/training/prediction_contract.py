@@ -41,13 +41,13 @@ class PredictionContract:
         `load_checkpoint_extra` runs before the network is built, so a network whose shape depends on saved
         state (e.g. an encoder specification) is rebuilt without the files it was first made from."""
         from longnet.inference.predictor import load_weights_into
-        from longnet.io.checkpoints import load_checkpoint, strip_prefixes
+        from longnet.io.checkpoints import load_checkpoint, strip_prefixes, trainer_from_init_args
 
         ckpt = load_checkpoint(path, map_location="cpu")
         ia = ckpt.get("init_args")
         if not isinstance(ia, dict) or "plans" not in ia:
             raise LongnetError("checkpoint has no init_args (not written by a longnet trainer)", path)
-        trainer = cls(ia["plans"], ia["configuration"], ia["fold"], ia["dataset_json"], device, ia.get("options"))
+        trainer = trainer_from_init_args(cls, ia, device)
         trainer.load_checkpoint_extra(ckpt.get("extra") or {})
         net = trainer.build_inference_network()
         load_weights_into(net, strip_prefixes(ckpt["network_weights"]), path)

@@ -76,7 +76,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
         self.init_args = {"plans": self.plans.plans, "configuration": configuration, "fold": fold,
                           "dataset_json": dataset_json, "options": self.options}
         opt = self.options
-        type(self).check_options(opt)  # in-process callers get the same range errors as longnet_train
+        # in-process callers get the same range errors as longnet_train (parse_options checks the typed ones)
+        check_option_ranges(opt, CORE_OPTION_RANGES)
         self.opts = parse_options(type(self).options_class, opt) if type(self).options_class else None
         self.seed = int(option_value(opt, "seed", 12345))
         self.num_epochs = int(option_value(opt, "epochs", self.num_epochs))
@@ -110,7 +111,8 @@ class Trainer(PredictionContract, TrainerStateMixin):
     @classmethod
     def check_options(cls, options: dict) -> None:
         """Refuse options outside their range or choices (longnet_train's shared ones and those of
-        `options_class`), naming the flag; called by longnet_train before anything is written, and by __init__."""
+        `options_class`), naming the flag; called by longnet_train before anything is written (__init__ applies
+        the same checks)."""
         check_option_ranges(options, CORE_OPTION_RANGES)
         if cls.options_class is not None:
             parse_options(cls.options_class, options, check_required=False)  # their ranges and choices

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from longnet.api import (IntraSubjectPairSampler, LongitudinalIndex, LongnetError, NON_NEGATIVE_FLOAT, OptionRange,
-    POSITIVE_FLOAT, Requirements, SegmentationOptions, nnUNetTrainer, option, split_batch)
+    POSITIVE_FLOAT, Requirements, SegmentationOptions, nnUNetTrainer, option, output_stage_prefixes, split_batch)
 from longnet_longrep.losses import consistency_loss
 from longnet_longrep.pairs import PairAugmentation, PairBatchMaker
 from longnet_longrep.pretrainer import PairOptions
@@ -50,13 +50,7 @@ class LongRepFinetuner(nnUNetTrainer):
         self.cs_mode, self.cs_weight = self.opts.cs_mode, self.opts.cs_weight
 
     def pretrained_exclude_prefixes(self, network: torch.nn.Module) -> tuple[str, ...]:
-        if self.opts.transfer == "all":
-            return ()
-        decoder = getattr(network, "decoder", None)
-        if decoder is None or not hasattr(decoder, "stages"):
-            raise LongnetError("--transfer no-output needs a U-Net with a decoder (dynamic-network-architectures)")
-        last = len(decoder.stages) - 1
-        return (f"decoder.stages.{last}.", f"decoder.transpconvs.{last}.", "decoder.seg_layers.")
+        return () if self.opts.transfer == "all" else output_stage_prefixes(network)
 
     def get_requirements(self) -> Requirements:
         return Requirements(labels="some") if self.cs_mode == "off" else self.requirements

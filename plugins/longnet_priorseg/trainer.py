@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from longnet.api import (POSITIVE_FLOAT, CaseReader, LongitudinalIndex, LongnetError, Requirements,
+from longnet.api import (CaseReader, LongitudinalIndex, LongnetError, POSITIVE_FLOAT, Requirements,
     SegmentationOptions, architecture_with_overrides, build_network_from_architecture, foreground_flags,
-    load_checkpoint, nnUNetTrainer, option, split_batch, strip_prefixes, unwrap)
+    load_checkpoint, nnUNetTrainer, option, output_stage_prefixes, split_batch, strip_prefixes, unwrap)
 from longnet_priorseg.network import PRIOR_INIT_MODES, DiffWeightingUNet, adapt_input_convs
 from longnet_priorseg.priors import PRIOR_MODES, PRIOR_SEG_MODES, PriorTable, network_input_array
 from longnet_priorseg.sampler import ALIGN_HINT, PriorPatchSampler
@@ -120,11 +120,7 @@ class PriorConcatTrainer(nnUNetTrainer):
             return ()
         if mode == "encoder":
             return ("decoder.", "fusion.")
-        decoder = getattr(network, "decoder", None)
-        if decoder is None or not hasattr(decoder, "stages"):
-            raise LongnetError("--transfer no-output needs a U-Net with a decoder (dynamic-network-architectures)")
-        last = len(decoder.stages) - 1
-        return (f"decoder.stages.{last}.", f"decoder.transpconvs.{last}.", "decoder.seg_layers.")
+        return output_stage_prefixes(network)
 
     def initialize(self) -> None:
         super().initialize()
