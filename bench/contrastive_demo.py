@@ -137,8 +137,8 @@ def main(argv=None) -> int:
                 from longnet_clinimcl.demo import random_init_reference, run_clinimcl
 
                 with _quiet(args.verbose):
-                    trained, model = run_clinimcl(ctx, seed=seed, name=f"ClinImCL_s{seed}")
-                    rand = random_init_reference(ctx, model, seed=seed, name=f"ClinImCL_random_s{seed}")
+                    trained, _ = run_clinimcl(ctx, seed=seed, name=f"ClinImCL_s{seed}")
+                    rand = random_init_reference(ctx, seed=seed, name=f"ClinImCL_random_s{seed}")
                 for tag, r in (("trained", trained), ("random init", rand)):
                     r.update(seed=seed, variant=tag)
                     clin.append(r)

@@ -5,7 +5,8 @@
 One script, in-process, through the real commands:
 1. the demo dataset (`generate_demo_dataset`, the `longnet_demo` default settings: 12 train + 4 test subjects,
    32×40×32, seed 0); plan + preprocess 3d_fullres with `--align rigid`;
-2. train TFMTrainer on fold `all` (demo budget: small U-Net, 16×24×24 crops, lr 1e-3; see DEMO_NET);
+2. train TFMTrainer on fold `all` (demo budget: small U-Net, 16×24×24 crops, lr 1e-3, σ = 0; see DEMO_NET; the
+   default context residual with its least-squares linear forecast);
 3. forecast every test subject's last visit from its earlier ones (`longnet_predict -tr TFMTrainer
    --patients patientsTs.json --with-lci --with-context-mean`: also the LCI and the untrained model's forecast,
    the mean of the filled context);
@@ -27,7 +28,7 @@ DID = 990
 CONFIG = "3d_fullres"
 TRAINER = "TFMTrainer"
 DEMO_NET = ["--base-channels", "8", "--channel-mult", "1,2,2", "--attention-levels", "none", "--no-mid-attention",
-            "--downsample", "all", "--patch-size", "16,24,24", "--batch-size", "4"]
+            "--downsample", "all", "--patch-size", "16,24,24", "--batch-size", "4", "--sigma", "0"]
 
 
 def prepare_data(n_train: int, n_test: int, shape: tuple[int, int, int], seed: int, reuse: bool) -> Path:

@@ -53,8 +53,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "longnet.dataset.raw": ("validate_case_id",),
     "longnet.dataset.reader_choice": ("reader_writer_for_plans",),
     "longnet.utils.files": ("atomic_path", "load_json", "save_json"),
+    "longnet.paths": ("preprocessed_root",),
     "longnet.preprocessing.preprocessor": ("preprocess_case",),
-    "longnet.preprocessing.alignment": ("alignment_mode", "align_visit"),
+    "longnet.preprocessing.alignment": ("alignment_mode", "align_visit", "stored_transform_between"),
     "longnet.imaging.cropping": ("union_bbox",),
     "longnet.imaging.resampling": ("resample_data_or_seg_to_shape",),
     # inference

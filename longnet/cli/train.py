@@ -105,8 +105,8 @@ def _print_help(name: str) -> None:
 
 def _warn_long_cpu_schedule(trainer_cls: type, args: argparse.Namespace) -> None:
     """nnU-Net's schedule (1000 x 250 steps) is sized for a GPU: on the CPU say how long it is and what to pass."""
-    if args.epochs is not None or args.iters_per_epoch is not None or args.val:
-        return
+    if args.epochs is not None or args.iters_per_epoch is not None or args.val or getattr(args, "random_init", False):
+        return  # --random-init takes no step
     device = args.device
     if device is None:
         import torch

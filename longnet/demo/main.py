@@ -26,7 +26,7 @@ from longnet.utils.files import save_json
 
 MARKER = ".longnet_demo"
 DEFAULT_OUT = Path("~/longnet_demo_out")  # outside any source tree: a run writes a few hundred MB
-DEMO_ONLY = ("predictions", "results_learner", "random_init", "pictures")  # whole folders only the demo writes
+DEMO_ONLY = ("predictions", "pictures")  # whole folders only the demo writes
 
 
 def _fmt(v: float | None) -> str:

@@ -311,3 +311,51 @@ def apply_alignment_to_plans(plans: dict, mode: str) -> dict:
             base = _SUFFIX_RE.sub("", conf["data_identifier"])
             conf["data_identifier"] = base if mode == "none" else f"{base}_aligned{mode.capitalize()}"
     return plans
+
+
+# -- reusing the transforms of preprocessing ------------------------------------------------------------------
+def _same_geometry(a: dict, b: dict, tol: float = 1e-4) -> bool:
+    keys = ("spacing", "origin", "direction", "size")
+    try:
+        return all(np.allclose(np.asarray(a[k], float), np.asarray(b[k], float), atol=tol) for k in keys)
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def stored_transform_between(folder: str | Path, case: str, reference_case: str, case_geometry: dict,
+                             reference_geometry: dict) -> sitk.Transform | None:
+    """`reference_case` points -> `case` points, composed from the transforms aligned preprocessing stored for
+    both visits (each registered to its subject's first visit): T_first→case ∘ (T_first→reference)⁻¹.
+
+    None when either visit is not in `folder`, they were registered to different first visits, or the image
+    given now (its geometry: spacing, origin, direction, size) is not the one that was preprocessed."""
+    from longnet.io.case_names import case_file_name
+    from longnet.utils.files import load_json
+
+    folder = Path(folder)
+    found = []
+    for cid, geometry in ((case, case_geometry), (reference_case, reference_geometry)):
+        props_file, tfm_file = folder / case_file_name(cid, "props"), folder / case_file_name(cid, "transform")
+        if not (props_file.is_file() and tfm_file.is_file()):
+            return None
+        try:
+            props = load_json(props_file)
+        except (OSError, ValueError):
+            return None
+        original = props.get("original_geometry") or {}
+        if not _same_geometry(original, geometry):
+            return None
+        found.append(((props.get("alignment") or {}).get("reference_case"), tfm_file, original))
+    (first_a, tfm_case, _), (first_b, tfm_ref, ref_original) = found
+    if first_a is None or first_a != first_b:
+        return None
+    if case == reference_case:
+        return sitk.Euler3DTransform()
+    try:  # a B-spline part is inverted numerically on the grid it was fitted on: the first visit's
+        first_grid = load_json(folder / case_file_name(first_a, "props"))["original_geometry"]
+    except (OSError, ValueError, KeyError):
+        first_grid = ref_original
+    to_case = load_transform(tfm_case)
+    from_reference = invert_transform(load_transform(tfm_ref), first_grid)
+    # a composite applies its last transform first: reference point -> first visit -> case
+    return sitk.CompositeTransform([to_case, from_reference])

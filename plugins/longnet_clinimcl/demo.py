@@ -11,8 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 PLANS, CONFIG = "nnUNetPlans", "3d_fullres"
 MODEL = f"ClinImCLTrainer__{PLANS}__{CONFIG}"
 ARGS = ["--preset", "tiny", "--cube", "32", "--batch-size", "8", "--lr", "1e-3"]
@@ -48,31 +46,25 @@ def run_clinimcl(ctx, seed: int = 12345, epochs: int | None = None, iters: int |
     return _predict_and_evaluate(ctx, folder, Path(ctx.out) / "predictions" / name), folder
 
 
-def random_init_reference(ctx, trained_folder: Path, seed: int = 12345, name: str = "ClinImCL_random_init") -> dict:
-    """The same model folder with freshly initialised weights (seeded), predicted and evaluated identically."""
-    from longnet_clinimcl.trainer import ClinImCLTrainer
+def random_init_reference(ctx, seed: int = 12345, name: str = "ClinImCL_random_init") -> dict:
+    """The baseline as a command: `longnet_train ... --random-init --output-name NAME` writes the seeded, untrained
+    encoder as its own model folder, predicted and evaluated like the trained one."""
+    import os
 
-    dest = Path(ctx.out) / "random_init" / f"{name}" / MODEL
-    if dest.exists():
-        shutil.rmtree(dest)
-    (dest / "fold_all").mkdir(parents=True)
-    for f in ("plans.json", "dataset.json"):
-        shutil.copyfile(trained_folder / f, dest / f)
-    ckpt_path = trained_folder / "fold_all" / "checkpoint_final.pth"
-    trainer = ClinImCLTrainer.from_checkpoint(ckpt_path)
-    torch.manual_seed(seed)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    ckpt["network_weights"] = trainer.build_network().state_dict()
-    torch.save(ckpt, dest / "fold_all" / "checkpoint_final.pth")
-    return _predict_and_evaluate(ctx, dest, Path(ctx.out) / "predictions" / name)
+    from longnet.api import call_command
+
+    call_command("train", "main", [str(ctx.dataset_id), CONFIG, "all", "-tr", "ClinImCLTrainer", *ARGS,
+                                   "-device", ctx.device, "--seed", str(seed), "--random-init", "--output-name", name])
+    folder = Path(os.environ["LONGNET_RESULTS"]) / ctx.dataset_name / name
+    return _predict_and_evaluate(ctx, folder, Path(ctx.out) / "predictions" / name)
 
 
 def run_demo(ctx):
     """Recipe row: MCCD / between-subject distance of the trained encoder vs a random-init encoder."""
     from longnet.api import RecipeResult
 
-    trained, folder = run_clinimcl(ctx)
-    random = random_init_reference(ctx, folder)
+    trained, _ = run_clinimcl(ctx)
+    random = random_init_reference(ctx)
     pictures = []
     for tag, r in (("trained", trained), ("random_init", random)):
         src = Path(r["predictions"]) / "trajectories.png"

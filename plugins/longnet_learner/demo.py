@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 #: The demo score is MMSE-like (0-30) and declines by ~0-4 points between visits: 1.5 splits the training
 #: pairs into about as many "worsen" as "stable"; the synthetic cohort has no true improvement.
@@ -21,43 +19,32 @@ PLANS, CONFIG = "nnUNetPlans", "3d_fullres"
 ENCODER = ["--preset", "tiny", "--frames", "4", "--image-size", "32", "--batch-size", "8", "--lr", "1e-3"]
 
 
-@contextmanager
-def results_under(folder: Path) -> Iterator[Path]:
-    """LONGNET_RESULTS pointed at `folder` for one variant (two LEARNERTrainer runs would share a folder)."""
-    saved = os.environ.get("LONGNET_RESULTS")
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["LONGNET_RESULTS"] = str(folder)
-    try:
-        yield folder
-    finally:
-        if saved is None:
-            os.environ.pop("LONGNET_RESULTS", None)
-        else:
-            os.environ["LONGNET_RESULTS"] = saved
-
-
 def run_variant(ctx, name: str, contrastive_weight: float, seed: int = 12345, epochs: int | None = None,
-                iters: int | None = None, extra: tuple[str, ...] = ()) -> dict:
+                iters: int | None = None, extra: tuple[str, ...] = (), plans: str = PLANS) -> dict:
     """Pretrain (λ = contrastive_weight; `extra`: more LEARNERTrainer options), train the change classifier,
-    predict and evaluate the test split. (Fold 'all' validates on training cases, so 2 batches suffice.)"""
+    predict and evaluate the test split. Each stage gets its own model folder (`--output-name LEARNER_<name>` and
+    `LEARNER_change_<name>`), so variants and seeds never share one. (Fold 'all' validates on training cases, so
+    2 batches suffice.)"""
     from longnet.api import call_command
 
-    s = ctx.settings
-    epochs, iters = epochs or s.epochs, iters or s.iters_per_epoch
+    if epochs is None or iters is None:
+        epochs, iters = epochs or ctx.settings.epochs, iters or ctx.settings.iters_per_epoch
     raw = Path(ctx.raw_folder)
-    common = ["-device", ctx.device, "--seed", str(seed), "--epochs", str(epochs), "--iters-per-epoch", str(iters)]
+    common = ["-p", plans, "-device", ctx.device, "--seed", str(seed), "--epochs", str(epochs), "--iters-per-epoch",
+              str(iters)]
+    results = Path(os.environ["LONGNET_RESULTS"]) / raw.name
     pred = Path(ctx.out) / "predictions" / f"LEARNER_{name}"
-    with results_under(Path(ctx.out) / "results_learner" / name) as results:
-        call_command("train", "main", [str(ctx.dataset_id), CONFIG, "all", "-tr", "LEARNERTrainer", *ENCODER,
-                                       "--contrastive-weight", str(contrastive_weight), "--val-iters", "2",
-                                       *extra, *common])
-        encoder = next(results.glob(f"*/LEARNERTrainer__{PLANS}__{CONFIG}/fold_all/checkpoint_final.pth"))
-        call_command("train", "main", [str(ctx.dataset_id), CONFIG, "all", "-tr", "LEARNERChangeTrainer",
-                                       "--encoder", str(encoder), "--delta", str(DELTA), "--lr", "1e-3", *common])
-        call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(ctx.dataset_id),
-                                         "-c", CONFIG, "-tr", "LEARNERChangeTrainer", "-f", "all", "-device",
-                                         ctx.device, "--patients", str(raw / "patientsTs.json"), "--visits",
-                                         str(raw / "visitsTs.csv")])
+    call_command("train", "main", [str(ctx.dataset_id), CONFIG, "all", "-tr", "LEARNERTrainer", *ENCODER,
+                                   "--contrastive-weight", str(contrastive_weight), "--val-iters", "2", *extra,
+                                   *common, "--output-name", f"LEARNER_{name}"])
+    encoder = results / f"LEARNER_{name}" / "fold_all" / "checkpoint_final.pth"
+    call_command("train", "main", [str(ctx.dataset_id), CONFIG, "all", "-tr", "LEARNERChangeTrainer",
+                                   "--encoder", str(encoder), "--delta", str(DELTA), "--lr", "1e-3", *common,
+                                   "--output-name", f"LEARNER_change_{name}"])
+    call_command("predict", "main", ["-i", str(raw / "imagesTs"), "-o", str(pred), "-m",
+                                     str(results / f"LEARNER_change_{name}"), "-f", "all", "-device", ctx.device,
+                                     "--patients", str(raw / "patientsTs.json"), "--visits",
+                                     str(raw / "visitsTs.csv")])
     call_command("evaluate", "main", [str(raw), str(pred), "--task", "embedding", "--patients",
                                       str(raw / "patientsTs.json"), "-o", str(pred / "summary_embedding.json")])
     call_command("evaluate", "main", [str(raw), str(pred), "--task", "classification", "--delta", str(DELTA),

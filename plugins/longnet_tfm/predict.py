@@ -2,8 +2,9 @@
 (or the visit at `--target-days`) from its earlier visits.
 
 Per subject: the context visits (and the true target, when it is in the input folder) are brought onto the
-grid of the LAST CONTEXT VISIT (registered with the alignment mode the training data was preprocessed with,
-`--align` recorded in the plans; else resampled in physical space), preprocessed with `preprocess_case` and
+grid of the LAST CONTEXT VISIT (with the alignment mode the training data was preprocessed with, `--align`
+recorded in the plans, registering only visits without a transform (`alignments.VisitAlignments`); else resampled
+in physical space), preprocessed with `preprocess_case` and
 the plans using one crop box for all visits (as aligned preprocessing does), so they stay in voxel
 correspondence; min–max normalised per volume, integrated by the learned flow and
 written back in the last context visit's geometry, one file per channel (`{case}_{CCCC}{ending}`, the raw
@@ -24,6 +25,7 @@ import torch
 
 from longnet.api import (CaseGeometry, LongnetError, ModelFolder, Plans, alignment_mode, parse_options,
     preprocess_case, read_image_files, save_json, write_image)
+from longnet_tfm.alignments import VisitAlignments
 from longnet_tfm.data import minmax_per_channel, time_gaps
 from longnet_tfm.flow import reduce_slots
 from longnet_tfm.inference import integrate_slots, sliding_network
@@ -87,11 +89,11 @@ def _sitk_channel(data: np.ndarray, c: int, props: dict) -> sitk.Image:
     return img
 
 
-def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_props: dict,
-                    alignment: str) -> np.ndarray:
-    """`data` (C×Z×Y×X with its own geometry) on the reference visit's grid: registered with longnet's
-    intra-subject alignment (`longnet.preprocessing.alignment`, the mode the training data was preprocessed
-    with), or, without alignment, resampled in physical space (identity) when the grids differ."""
+def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_props: dict, alignment: str,
+                    transform: sitk.Transform | None = None) -> tuple[np.ndarray, sitk.Transform | None]:
+    """(`data` on the reference visit's grid, the transform used). With alignment: registered with longnet's
+    intra-subject alignment (the mode the training data was preprocessed with), or moved by `transform` when one
+    is given; without alignment, resampled in physical space (identity) when the grids differ (transform None)."""
     from longnet.api import geometry_mismatch
 
     if alignment != "none":
@@ -100,20 +102,21 @@ def bring_onto_grid(data: np.ndarray, props: dict, ref_data: np.ndarray, ref_pro
         geometry = {**props["sitk_stuff"], "size": list(data.shape[1:][::-1])}
         ref_geometry = {**ref_props["sitk_stuff"], "size": list(ref_data.shape[1:][::-1])}
         try:
-            out, _, _ = align_visit(data, None, geometry, ref_data[0], ref_geometry, alignment)
+            out, _, transform = align_visit(data, None, geometry, ref_data[0], ref_geometry, alignment,
+                                            transform=transform)
         except RuntimeError as e:  # SimpleITK: e.g. a blank image leaves the metric without samples
             raise LongnetError(f"registration to the last context visit failed "
                                f"({str(e).strip().splitlines()[-1][:200]})") from None
-        return out
+        return out, transform
     if geometry_mismatch(data.shape[1:], props["sitk_stuff"], ref_data.shape[1:], ref_props["sitk_stuff"]) is None:
-        return data
+        return data, None
     ref_img = _sitk_channel(ref_data, 0, ref_props)
     out = []
     for c in range(data.shape[0]):
         moved = sitk.Resample(_sitk_channel(data, c, props), ref_img, sitk.Transform(), sitk.sitkLinear, 0.0,
                               sitk.sitkFloat32)
         out.append(sitk.GetArrayFromImage(moved))
-    return np.stack(out).astype(np.float32)
+    return np.stack(out).astype(np.float32), None
 
 
 def export_volume(vol: np.ndarray, props: dict, plans: Plans, configuration: str, out_dir: Path, case: str,
@@ -139,9 +142,10 @@ def _files(input_folder: Path, case: str, n_channels: int, ending: str) -> list[
 
 
 def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configuration: str, dataset_json: dict,
-                    alignment: str) -> dict:
+                    alignment: str, alignments: VisitAlignments | None = None) -> dict:
     """Context slots (filled), LCI and reference, preprocessed on ONE grid (the last context visit's, cropped
-    with the union box of all visits as preprocessing does for aligned subjects), each min–max normalised."""
+    with the union box of all visits as preprocessing does for aligned subjects), each min–max normalised.
+    `alignments` supplies existing transforms (and keeps new ones); None registers every visit."""
     from longnet.api import fill_sparse
     from longnet.api import union_bbox
 
@@ -149,15 +153,25 @@ def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configur
     ending = dataset_json.get("file_ending", ".nii.gz")
     present = [c for c in job.context if c is not None]
     ref_case = job.last_context
-    ref_data, ref_props = read_image_files(_files(input_folder, ref_case, n_ch, ending))
+    ref_files = _files(input_folder, ref_case, n_ch, ending)
+    ref_data, ref_props = read_image_files(ref_files)
+    ref_geometry = {**ref_props["sitk_stuff"], "size": list(ref_data.shape[1:][::-1])}
     cases = present + ([job.target] if job.target_exists else [])
     arrays = []
     for case in cases:
         if case == ref_case:
             arrays.append(ref_data)
             continue
-        data, props = read_image_files(_files(input_folder, case, n_ch, ending))
-        arrays.append(bring_onto_grid(data, props, ref_data, ref_props, alignment))
+        files = _files(input_folder, case, n_ch, ending)
+        data, props = read_image_files(files)
+        known = None
+        if alignments is not None and alignment != "none":
+            geometry = {**props["sitk_stuff"], "size": list(data.shape[1:][::-1])}
+            known = alignments.lookup(case, files[0], geometry, ref_case, ref_files[0], ref_geometry)
+        moved, transform = bring_onto_grid(data, props, ref_data, ref_props, alignment, known)
+        if known is None and transform is not None and alignments is not None:
+            alignments.store(transform, case, files[0], ref_case, ref_files[0])
+        arrays.append(moved)
     box = union_bbox(arrays)
     box = [box[i] for i in plans.transpose_forward]
     vols, props = {}, None
@@ -171,6 +185,17 @@ def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configur
 
 
 # ---------------------------------------------------------------------------- entry point
+def _preprocessed_folder(model: ModelFolder, conf) -> Path | None:
+    """The model's aligned preprocessed cases (whose stored transforms prediction may reuse), if present here."""
+    try:
+        from longnet.api import preprocessed_root
+
+        folder = preprocessed_root() / model.dataset_folder_name / conf.data_identifier
+    except LongnetError:  # LONGNET_PREPROCESSED unset: predicting on a machine without the preprocessed data
+        return None
+    return folder if folder.is_dir() else None
+
+
 def run_prediction(model: ModelFolder, folds: Sequence[str] | None, input_folder: Path, output_folder: Path,
                    args: argparse.Namespace, device: torch.device) -> None:
     """The prediction contract (see the module docstring)."""
@@ -201,8 +226,9 @@ def run_prediction(model: ModelFolder, folds: Sequence[str] | None, input_folder
     ending = dataset_json.get("file_ending", ".nii.gz")
     conditioned = any(n.cfg.condition_on_days for n in nets)
     record = []
+    alignments = VisitAlignments(alignment, _preprocessed_folder(model, conf), output_folder / "alignments")
     for job in jobs:
-        item = prepare_subject(job, input_folder, plans, configuration, dataset_json, alignment)
+        item = prepare_subject(job, input_folder, plans, configuration, dataset_json, alignment, alignments)
         ctx = torch.from_numpy(item["context"])[None].to(device)
         gaps = torch.from_numpy(item["gaps"])[None].to(device) if conditioned else None
         fits = all(s <= p for s, p in zip(ctx.shape[3:], patch))
@@ -225,6 +251,9 @@ def run_prediction(model: ModelFolder, folds: Sequence[str] | None, input_folder
                        "files": [p.name for p in written]})
         print(f"{job.subject}: forecast {job.target} (day {job.target_days:g}) from "
               f"{', '.join(c for c in job.context if c)}", flush=True)
+    if alignment != "none":
+        print(alignments.summary())
     save_json({"settings": settings, "checkpoint": checkpoint_name, "alignment": alignment,
+               "alignment_sources": alignments.counts,
                "intensity_scale": "per-volume min-max [0, 1] of the preprocessed images", "forecasts": record},
               output_folder / "forecasts.json")

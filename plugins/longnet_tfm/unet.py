@@ -44,6 +44,8 @@ class TFMNetConfig:
     n_slots: int = 1                                 # T (for the optional time-gap conditioning)
     condition_on_days: bool = False
     days_scale: float = 365.0                        # gaps are embedded in units of days / days_scale
+    context_residual: bool = False                   # also see x̃; v += linear forecast from x̃ (see TFMUNet;
+                                                     # False here for checkpoints made before it existed)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -119,7 +121,7 @@ class TFMUNet(nn.Module):
             self.days_embed = nn.Sequential(nn.Linear(cfg.n_slots * (base + 1), emb_dim), nn.SiLU(),
                                             nn.Linear(emb_dim, emb_dim))
         self.stride = (1, 2, 2) if cfg.downsample == "hw" else (2, 2, 2)
-        self.input_conv = nn.Conv3d(cfg.in_channels, base, 3, padding=1)
+        self.input_conv = nn.Conv3d(cfg.in_channels * (2 if cfg.context_residual else 1), base, 3, padding=1)
         widths = [base * m for m in cfg.channel_mult]
         self.down_blocks = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
@@ -155,6 +157,18 @@ class TFMUNet(nn.Module):
         self.out = nn.Sequential(_norm(ch, g), nn.SiLU(), nn.Conv3d(ch, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        if cfg.context_residual:
+            # v += K∗x̃ + M(emb)·x̃ + b(emb): a linear forecast from the filled context x̃. K is a 3×3×3 filter
+            # over all slots (weighting the slots and smoothing away their noise), fitted by least squares before
+            # training (`linear_head.fit_context_filter`); M/b are slot weights that depend on the step and, with
+            # condition_on_days, on the gaps and which slots are present. Zero-initialised like the output conv,
+            # so v ≡ 0 still holds for an unfitted, untrained network.
+            n = cfg.in_channels
+            self.slot_weights = nn.Linear(emb_dim, n * n + n)
+            self.context_filter = nn.Conv3d(n, n, 3, padding=1)
+            for layer in (self.slot_weights, self.context_filter):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     @property
     def divisor(self) -> tuple[int, int, int]:
@@ -174,14 +188,23 @@ class TFMUNet(nn.Module):
             emb = emb + self.days_embed(e)
         return emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, gaps: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity at state x (B×T·C×…) and step t; `context` = the filled context x̃ (same shape), needed when
+        the network was built with `context_residual`."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if self.cfg.context_residual:
+            if context is None:
+                raise ValueError("this network adds a linear forecast from the context: pass context=x̃")
+            x_in = torch.cat([x, context.to(x.dtype)], dim=1)
+        else:
+            x_in = x
         shape = x.shape[2:]
         pads = []
         for s, d in zip(reversed(shape), reversed(self.divisor)):
             pads += [0, (-s) % d]
-        h = F.pad(x, pads, mode="replicate") if any(pads) else x
+        h = F.pad(x_in, pads, mode="replicate") if any(pads) else x_in
         emb = self.embed(t.to(x.device), gaps)
         h = self.input_conv(h)
         skips = []
@@ -200,5 +223,14 @@ class TFMUNet(nn.Module):
             if i < len(self.upsamplers):
                 target = skips[-1].shape[2:]
                 h = self.upsamplers[i](F.interpolate(h, size=target, mode="nearest"))
-        out = self.out(h)
-        return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in shape)]
+        out = self.out(h)[(slice(None), slice(None)) + tuple(slice(0, s) for s in shape)]
+        if self.cfg.context_residual:
+            out = out + self.linear_forecast(context.float(), emb).to(out.dtype)
+        return out
+
+    def linear_forecast(self, context: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        n = self.cfg.in_channels
+        coef = self.slot_weights(emb).float()
+        weights, bias = coef[:, :n * n].reshape(-1, n, n), coef[:, n * n:]
+        mixed = torch.einsum("bij,bj...->bi...", weights, context) + bias.reshape(*bias.shape, 1, 1, 1)
+        return mixed + self.context_filter(context)

@@ -15,7 +15,7 @@ from raw_datasets import SHARED_DATA, make_raw_dataset, write_image
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess, main_preprocess
 from longnet.preprocessing.alignment import (RegistrationSettings, align_visit, apply_alignment_to_plans,
                                              geometry_of, load_transform, map_back_to_visit, register,
-                                             save_transform)
+                                             save_transform, stored_transform_between)
 from longnet.io.storage import load_case
 
 LJUBLJANA = SHARED_DATA / "ljubljana_ms_longitudinal"
@@ -269,3 +269,24 @@ def test_align_pipeline_on_synthetic_subjects(roots):
     assert plans["longitudinal"]["align"] == "none"
     assert plans["configurations"]["3d_fullres"]["data_identifier"] == "nnUNetPlans_3d_fullres"
     assert "alignment" not in load_case(pre / "nnUNetPlans_3d_fullres", "s2_v1")[2]
+
+
+def test_stored_transforms_compose_between_two_later_visits(tmp_path):
+    """Prediction reuses preprocessing's transforms: v2 -> v1 = T(v0->v1) after T(v0->v2)^-1, and only for the very
+    images that were preprocessed (same geometry) registered to the same first visit."""
+    geometry = {"spacing": [1.0, 1.0, 1.2], "origin": [0.0, 0.0, 0.0], "direction": list(np.eye(3).ravel()),
+                "size": [16, 14, 12]}
+    shifts = {"s_v0": (0.0, 0.0, 0.0), "s_v1": (1.0, 0.0, 0.0), "s_v2": (0.0, 2.0, 0.0), "t_v0": (0.0, 0.0, 0.0)}
+    for case, shift in shifts.items():
+        save_transform(sitk.TranslationTransform(3, shift), tmp_path / f"{case}_to_reference.tfm")
+        first = case.split("_")[0] + "_v0"
+        (tmp_path / f"{case}.json").write_text(json.dumps({"original_geometry": geometry,
+                                                           "alignment": {"mode": "rigid", "reference_case": first}}))
+    tx = stored_transform_between(tmp_path, "s_v1", "s_v2", geometry, geometry)
+    assert np.allclose(tx.TransformPoint((3.0, 4.0, 5.0)), (4.0, 2.0, 5.0))  # p - (0,2,0) + (1,0,0)
+    same = stored_transform_between(tmp_path, "s_v2", "s_v2", geometry, geometry)
+    assert np.allclose(same.TransformPoint((3.0, 4.0, 5.0)), (3.0, 4.0, 5.0))
+    moved = {**geometry, "origin": [0.5, 0.0, 0.0]}  # another image under the same name: register it again
+    assert stored_transform_between(tmp_path, "s_v1", "s_v2", moved, geometry) is None
+    assert stored_transform_between(tmp_path, "s_v1", "t_v0", geometry, geometry) is None  # other subject
+    assert stored_transform_between(tmp_path, "s_v1", "s_v9", geometry, geometry) is None  # not preprocessed

@@ -151,7 +151,32 @@ def test_frozen_validation_draws_identical_across_epochs(tmp_path, monkeypatch):
     assert files[0].read_bytes() == before
 
 
-@pytest.mark.parametrize("extra", [["--condition-on-days", "--ode-method", "rk4"], ["--exact-ot"]])
+def test_context_filter_least_squares_recovers_a_linear_forecast():
+    """When the target is a linear filter of the context, the fit finds it exactly (R² = 1) and the network's
+    forecast (one Euler step) is that target; an unfitted network still returns the context."""
+    from longnet_tfm.linear_head import fit_context_filter
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(3):
+        ctx = torch.rand(2, T, C, 8, 10, 9, generator=gen)
+        last = ctx[:, -1]
+        smooth = torch.nn.functional.avg_pool3d(last, 3, stride=1, padding=1, count_include_pad=True)
+        target = 0.6 * smooth + 0.3 * ctx[:, 0] + 0.05  # a 3x3x3 filter of the slots plus a constant
+        batches.append({"context": ctx, "target": target})
+    cfg = TFMNetConfig.tiny(T * C, T)
+    cfg.context_residual = True
+    net = TFMUNet(cfg).eval()
+    assert torch.equal(forecast(net, batches[0]["context"], None, "euler", 1), batches[0]["context"].mean(1))
+    r2 = fit_context_filter(net.context_filter, batches, ridge=1e-9)
+    assert r2 > 0.9999
+    pred = forecast(net, batches[1]["context"], None, "euler", 1, "last")
+    assert torch.allclose(pred, batches[1]["target"], atol=1e-4)
+
+
+@pytest.mark.parametrize("extra", [["--condition-on-days", "--ode-method", "rk4"], ["--exact-ot"],
+                                   ["--no-context-residual"]])
 def test_training_options_run(tmp_path, monkeypatch, extra):
     set_env(monkeypatch, tmp_path)
     make_tiny_long_dataset(tmp_path)
@@ -162,6 +187,11 @@ def test_training_options_run(tmp_path, monkeypatch, extra):
     ckpt = torch.load(fold_dir(tmp_path, "TFMTrainer", "1", DATASET) / "checkpoint_final.pth", weights_only=True)
     assert ckpt["extra"]["net_config"]["condition_on_days"] == ("--condition-on-days" in extra)
     assert np.isfinite(ckpt["logging"]["train_loss"][0])
+    fitted = "--no-context-residual" not in extra  # the context filter was fitted before the first step
+    assert ckpt["extra"]["net_config"]["context_residual"] == fitted
+    assert ("context_filter.weight" in ckpt["network_weights"]) == fitted
+    if fitted:
+        assert ckpt["network_weights"]["context_filter.weight"].abs().sum() > 0
 
 
 def test_exact_ot_with_time_gaps_is_refused(tmp_path, monkeypatch):

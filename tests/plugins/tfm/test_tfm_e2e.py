@@ -58,6 +58,33 @@ def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
     assert {"NRMSE", "PSNR", "SSIM"} <= set(side["overall"]["LCI"]) and "context_mean" in side["changed"]
     assert side["overall"]["context_mean"]["NRMSE"] != side["overall"]["LCI"]["NRMSE"]
     assert np.isfinite(side["overall"]["prediction"]["NRMSE"]) and len(s["metric_per_case"]) == 2
+    # a second run reuses the first run's registrations (OUT/alignments) and forecasts the same
+    first = sitk.GetArrayFromImage(pred)
+    assert predict_main(["-i", str(raw / "imagesTs"), "-o", str(out), "-m", str(model), "-f", "all",
+                         "--patients", str(raw / "patientsTs.json"), "-device", "cpu"]) == 0
+    sources = json.loads((out / "forecasts.json").read_text())["alignment_sources"]
+    assert sources == {"preprocessing": 0, "cache": 2, "registered": 0}  # context v0 and the target, onto v1
+    again = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{target}_0000.nii.gz")))
+    assert np.array_equal(first, again)
+    # training subjects: their transforms come from preprocessing, and forecast like a fresh registration
+    train_patients = json.loads((raw / "patientsTr.json").read_text())
+    (sub_tr, cases_tr), *_ = train_patients.items()
+    ptr = tmp_path / "patientsTr_one.json"
+    ptr.write_text(json.dumps({sub_tr: cases_tr}))
+    shutil.copy(raw / "visitsTr.csv", tmp_path / "visitsTr_one.csv")
+    common = ["-i", str(raw / "imagesTr"), "-m", str(model), "-f", "all", "--patients", str(ptr), "--visits",
+              str(tmp_path / "visitsTr_one.csv"), "-device", "cpu"]
+    assert predict_main(common + ["-o", str(tmp_path / "fc_reused")]) == 0
+    sources = json.loads((tmp_path / "fc_reused" / "forecasts.json").read_text())["alignment_sources"]
+    assert sources == {"preprocessing": 2, "cache": 0, "registered": 0}
+    monkeypatch.setenv("LONGNET_PREPROCESSED", str(tmp_path / "elsewhere"))
+    assert predict_main(common + ["-o", str(tmp_path / "fc_registered")]) == 0
+    sources = json.loads((tmp_path / "fc_registered" / "forecasts.json").read_text())["alignment_sources"]
+    assert sources == {"preprocessing": 0, "cache": 0, "registered": 2}
+    reused, registered = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / d / f"{cases_tr[-1]}_0000.nii.gz")))
+                          for d in ("fc_reused", "fc_registered"))
+    # two registrations of one pair agree to a fraction of a voxel (the composition itself: test_alignment.py)
+    assert np.abs(reused - registered).mean() < 0.05
     # --target-days: forecast the second visit from the first only
     days = {r.split(",")[0]: float(r.split(",")[1]) for r in (raw / "visitsTs.csv").read_text().splitlines()[1:]}
     out2 = tmp_path / "forecast_days"
