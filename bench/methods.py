@@ -85,15 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--quick", action="store_true", help="tiniest budgets: a pipeline check, numbers meaningless")
-    p.add_argument("--out", default="/tmp/longnet_methods_bench", help="work folder (replaced by the next run)")
+    p.add_argument("--out", default="/tmp/longnet_methods_bench",
+                   help="work folder, replaced by the next run (default /tmp/longnet_methods_bench)")
     p.add_argument("--labelled-subjects", dest="labelled_subjects", type=int, default=2,
                    help="LongRep: training subjects whose labels both arms see (default 2)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--verbose", action="store_true", help="show the commands' output instead of logging it")
     g = p.add_argument_group("demo cohort (--demo-cohort)")
-    g.add_argument("--train-subjects", dest="train_subjects", type=int, default=24)
-    g.add_argument("--test-subjects", dest="test_subjects", type=int, default=8)
-    g.add_argument("--shape", type=int, nargs=3, default=[32, 40, 32], metavar=("Z", "Y", "X"))
+    g.add_argument("--train-subjects", dest="train_subjects", type=int, default=24,
+                   help="training subjects of the generated cohort (default 24; longnet_demo's has 12)")
+    g.add_argument("--test-subjects", dest="test_subjects", type=int, default=8,
+                   help="test subjects (default 8; longnet_demo's has 4)")
+    g.add_argument("--shape", type=int, nargs=3, default=[32, 40, 32], metavar=("Z", "Y", "X"),
+                   help="volume size in voxels (default 32 40 32, as longnet_demo)")
     g.add_argument("--anatomy-time-scale", dest="anatomy_time_scale", type=float, default=1.0,
                    help="< 1: anatomy changes that much slower between visits (0.1: nearly stable)")
     return p

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
     nnU-Net, which never registers): rigid/affine alignment resamples each visit onto its reference visit's grid,
     which has the spacing and intensities of a real acquisition of the same dataset, so spacing, shape and
     intensity statistics stay representative, and the fingerprint need not be redone per alignment mode."""
-    from longnet.preprocessing.alignment import apply_alignment_to_plans
+    from longnet.preprocessing.alignment import alignment_mode, apply_alignment_to_plans
     from longnet.registry import get_planner
 
     name, raw_dir, pre_dir = _folders(dataset)
@@ -114,9 +115,15 @@ def plan_experiment(dataset: str, planner_name: str, gpu_memory_target: float | 
     plans = apply_alignment_to_plans(planner.plan(), align)
     dest = pre_dir / f"{planner.plans_name}.json"
     if dest.is_file():  # keep configurations a user added by hand
-        old = load_json(dest).get("configurations", {})
+        previous = load_json(dest)
+        old = previous.get("configurations", {})
         for k, v in old.items():
             plans["configurations"].setdefault(k, v)
+        before = alignment_mode(previous)
+        if before != align:  # the other mode's arrays stay in their own folder, but these plans no longer name them
+            print(f"longnet: warning: {dest.name} was planned with --align {before}; it now holds plans with --align "
+                  f"{align}. To keep both, give one of them its own name with -overwrite_plans_name NAME.",
+                  file=sys.stderr)
     save_json(plans, dest)
     subjects_file = pre_dir / "subjects.json"
     if subjects_file.is_file():  # normally already in step (fingerprint stage); plan_experiment may run alone

@@ -72,7 +72,8 @@ def _run_recipe(ctx: DemoContext, name: str, trainers: list[str]) -> tuple[tuple
     return (label, res.produced, res.metric, _fmt(res.value), baseline, f"{time.time() - t0:.0f} s"), res
 
 
-def run_demo(out: Path, device: str, settings: DemoSettings, seed: int, only: list[str] | None = None) -> int:
+def run_demo(out: Path, device: str, settings: DemoSettings, seed: int, only: list[str] | None = None,
+             anatomy_time_scale: float = 1.0) -> int:
     dataset_id = DEFAULT_DATASET_ID
     name = dataset_folder_name(dataset_id)
     _prepare_out(out, name)
@@ -83,7 +84,8 @@ def run_demo(out: Path, device: str, settings: DemoSettings, seed: int, only: li
         print(f"[1/3] generating the demo dataset ({settings.n_subjects_train} train + {settings.n_subjects_test} "
               f"test subjects, {'x'.join(map(str, settings.shape))} voxels)", flush=True)
         folder = generate_demo_dataset(roots["LONGNET_RAW"], settings.n_subjects_train, settings.n_subjects_test,
-                                       settings.shape, seed=seed, dataset_id=dataset_id, progress=True)
+                                       settings.shape, seed=seed, dataset_id=dataset_id, progress=True,
+                                       anatomy_time_scale=anatomy_time_scale)
         print("[2/3] planning and preprocessing", flush=True)
         argv = ["-d", str(dataset_id), "-c", CONFIG, "-np", "2", "--verify_dataset_integrity"]
         if settings.gpu_memory_target:
@@ -156,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only-dataset", action="store_true", help="only write OUT/Dataset990_LongDemo/ and stop")
     p.add_argument("--quick", action="store_true", help="smaller dataset and schedule (CI; ~1-2 min on 2 cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default 0)")
+    p.add_argument("--anatomy-time-scale", dest="anatomy_time_scale", type=float, default=1.0,
+                   help="how fast the anatomy changes between visits, relative to the default cohort (default 1; "
+                        "0.1: nearly stable anatomy, the setting temporal-consistency methods assume)")
     p.add_argument("--trainers", nargs="+", default=None, metavar="NAME",
                    help="run only these demo recipes / trainers, e.g. nnUNetTrainer LongRep (default: every "
                         "registered trainer with a recipe)")
@@ -167,6 +172,8 @@ def main(argv: Argv = None) -> int:
     args = _parser().parse_args(argv)
     settings = SETTINGS["quick" if args.quick else "default"]
     out = Path(args.out).expanduser().resolve()
+    if args.anatomy_time_scale < 0:
+        raise LongnetError(f"--anatomy-time-scale must be >= 0, got {args.anatomy_time_scale:g}")
     if args.trainers:  # before anything is written or imported: a typo costs nothing
         valid = selectable_names()
         unknown = [n for n in args.trainers if n not in valid]
@@ -178,7 +185,7 @@ def main(argv: Argv = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / MARKER).write_text("made by longnet_demo; its contents are replaced by the next run\n")
         folder = generate_demo_dataset(out, settings.n_subjects_train, settings.n_subjects_test, settings.shape,
-                                       seed=args.seed, progress=True)
+                                       seed=args.seed, progress=True, anatomy_time_scale=args.anatomy_time_scale)
         print(f"wrote {folder}")
         print_environment(out, out / "preprocessed", out / "results", folder.name)
         return 0
@@ -188,7 +195,7 @@ def main(argv: Argv = None) -> int:
 
         if not torch.cuda.is_available():
             raise LongnetError("--device cuda was asked for but torch sees no CUDA device")
-    return run_demo(out, device, settings, args.seed, args.trainers)
+    return run_demo(out, device, settings, args.seed, args.trainers, args.anatomy_time_scale)
 
 
 if __name__ == "__main__":

@@ -290,17 +290,18 @@ def generate_demo_dataset(out_dir: str | Path, n_subjects_train: int = 12, n_sub
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):  # leftovers of an earlier, larger generation
         for stale in set((folder / sub).glob("*.nii.gz")) - written:
             stale.unlink()
-    _write_metadata(folder, name, seed, patients, visits)
+    _write_metadata(folder, name, seed, patients, visits, anatomy_time_scale)
     return folder
 
 
 def _write_metadata(folder: Path, name: str, seed: int, patients: dict[str, dict[str, list[str]]],
-                    visits: list[DemoVisit]) -> None:
+                    visits: list[DemoVisit], anatomy_time_scale: float = 1.0) -> None:
     """dataset.json, patients{Tr,Ts}.json and visits{Tr,Ts}.csv."""
     n_train_cases = sum(len(c) for c in patients["Tr"].values())
     save_json({
         "name": name,
-        "description": f"synthetic longitudinal brain-like demo dataset (longnet, seed {seed})",
+        "description": f"synthetic longitudinal brain-like demo dataset (longnet, seed {seed}"
+                       + (f", anatomy time scale {anatomy_time_scale:g})" if anatomy_time_scale != 1.0 else ")"),
         "channel_names": {str(i): c for i, c in enumerate(CHANNELS)},
         "labels": dict(LABELS),
         "numTraining": n_train_cases,

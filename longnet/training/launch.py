@@ -119,7 +119,13 @@ def build_trainer(req: TrainRequest):
         raise LongnetError("preprocessed dataset not found (run longnet_plan_and_preprocess)", pre_dir)
     plans_file = pre_dir / f"{req.plans_name}.json"
     if not plans_file.is_file():
-        raise LongnetError(f"plans {req.plans_name!r} not found (run longnet_plan_experiment, or pass -p)", plans_file)
+        from longnet.io.case_names import MARKER_FILES
+
+        found = sorted(f.stem for f in pre_dir.glob("*.json") if f.name not in MARKER_FILES
+                       and "configurations" in f.read_text(errors="ignore")[:100_000])
+        hint = f"; plans here: {', '.join(found)} (pass one with -p)" if found else ""
+        raise LongnetError(f"plans {req.plans_name!r} not found (run longnet_plan_experiment, or pass -p){hint}",
+                           plans_file)
     plans = Plans.load(plans_file)
     if plans.plans.get("dataset_name") not in (None, name):
         raise LongnetError(f"plans file belongs to dataset {plans.plans['dataset_name']!r}, not {name!r}", plans_file)

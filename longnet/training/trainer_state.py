@@ -140,5 +140,6 @@ class TrainerStateMixin:
                                              else self._ema < self._best_ema))
         if better:
             self._best_ema = self._ema
-            self.print(f"new best EMA {self.best_metric}: {self._ema:.4f}")
+            smoothed = "EMA " if self.ema_decay else ""  # decay 0: the raw value (e.g. TFM's frozen draws)
+            self.print(f"new best {smoothed}{self.best_metric}: {self._ema:.4f}")
             self.save_checkpoint("checkpoint_best.pth", epoch + 1)

@@ -1,6 +1,8 @@
 """The embedded synthetic demo dataset: deterministic, well-formed, longitudinal, loadable by RawDataset."""
 from __future__ import annotations
 
+import json
+
 import csv
 from pathlib import Path
 
@@ -97,6 +99,13 @@ def test_only_dataset_cli(tmp_path):
     assert main(["--only-dataset", "--quick", "--out", str(tmp_path / "o"), "--seed", "1"]) == 0
     raw = RawDataset(tmp_path / "o" / "Dataset990_LongDemo")
     assert len(raw.subjects) >= 2
+    # a second cohort: another seed, slower anatomy, recorded in dataset.json; a negative scale is one error
+    assert main(["--only-dataset", "--quick", "--out", str(tmp_path / "slow"), "--seed", "2",
+                 "--anatomy-time-scale", "0.5"]) == 0
+    description = json.loads((tmp_path / "slow" / "Dataset990_LongDemo" / "dataset.json").read_text())["description"]
+    assert "seed 2, anatomy time scale 0.5" in description
+    assert main(["--only-dataset", "--out", str(tmp_path / "bad"), "--anatomy-time-scale", "-1"]) == 1
+    assert not (tmp_path / "bad").exists()
 
 
 def test_regenerating_smaller_removes_stale_files(tmp_path):
