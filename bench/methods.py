@@ -27,8 +27,9 @@ Either way it is preprocessed into OUT/preprocessed and trained into OUT/results
 Prints a progress line per seed and method, then a markdown table (mean ± sd over seeds, and in how many seeds the
 method beat its baseline); writes OUT/methods.json (every per-seed number, the arguments, budgets and times) and
 each method's command output to OUT/logs/. OUT is replaced by the next run; two runs must not share it.
-Default budgets: about 25 min for 3 seeds of all methods on the default cohort on 2 CPU cores; `--quick` only
-checks the pipeline (numbers meaningless).
+Default budgets: about 33 min for 3 seeds of all methods on the default cohort (24 train / 8 test subjects) on one
+core of the 2-core development machine, so two cohorts run side by side in about 34 min (docs/methods_benchmark.md);
+`--quick` only checks the pipeline (numbers meaningless).
 """
 from __future__ import annotations
 
