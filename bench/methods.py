@@ -221,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = BUDGETS["quick" if args.quick else "default"]
     t0 = time.time()
-    result = {"args": vars(args), "budgets": budget, "flags": FLAGS, "skipped": {}, "runs": [], "times": {}}
+    recorded = {k: v for k, v in vars(args).items()  # the cohort options only describe a generated cohort
+                if args.demo_cohort is not None or k not in ("train_subjects", "test_subjects", "shape",
+                                                             "anatomy_time_scale")}
+    result = {"args": recorded, "budgets": budget, "flags": FLAGS, "skipped": {}, "runs": [], "times": {}}
 
     def save() -> None:
         result["summary"] = summarise(result["runs"])

@@ -70,5 +70,5 @@ class VisitAlignments:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"alignments: {c['preprocessing']} from preprocessing, {c['cache']} from earlier runs, "
-                f"{c['registered']} registered")
+        return (f"alignments: {c['preprocessing']} from preprocessing, {c['cache']} from the cache of earlier runs "
+                f"({self.cache_folder}), {c['registered']} registered")
