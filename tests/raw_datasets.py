@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TCIA = SHARED_DATA / "tcia_brain_tumor_progression"
 
 DEFAULT_SHAPE = (8, 12, 10)  # x, y, z (SimpleITK order); arrays are z, y, x
 DEFAULT_LABELS = {"background": 0, "lesion": 1}
@@ -88,6 +90,38 @@ def make_raw_dataset(root: str | Path, n_cases: int = 4, n_channels: int = 1,
             w = csv.DictWriter(f, fieldnames=cols)
             w.writeheader()
             w.writerows(rows)
+    return folder
+
+
+def tcia_raw_dataset(root: Path, folder_name: str, subjects: Iterable[str] | None = None,
+                     dataset_json: Path | None = None, with_patients: bool = True) -> Path:
+    """The shared TCIA brain-tumour-progression visits as raw dataset `root/folder_name`: T1 + tumour mask per visit,
+    `patientsTr.json` and `visitsTr.csv` (days from the manifest) unless `with_patients` is False. `subjects` keeps
+    only those patients; `dataset_json` is copied (e.g. nnU-Net's reference), else a minimal one is written."""
+    keep = None if subjects is None else set(subjects)
+    folder = root / folder_name
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    patients: dict[str, list[str]] = {}
+    rows = ["case,days"]
+    for entry in json.loads((TCIA / "manifest.json").read_text()):
+        subj, tp = entry["subject"], entry["timepoint"]
+        if keep is not None and subj not in keep:
+            continue
+        case = f"{subj}_tp{tp}"
+        shutil.copy(TCIA / subj / f"tp{tp}" / f"{case}_T1.nii.gz", folder / "imagesTr" / f"{case}_0000.nii.gz")
+        shutil.copy(TCIA / subj / f"tp{tp}" / f"{case}_seg.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
+        patients.setdefault(subj, []).append(case)
+        rows.append(f"{case},{entry['days_from_tp1']}")
+    if dataset_json is not None:
+        shutil.copy(dataset_json, folder / "dataset.json")
+    else:
+        (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "file_ending": ".nii.gz",
+                                                         "labels": {"background": 0, "tumour": 1},
+                                                         "numTraining": len(rows) - 1}))
+    if with_patients:
+        (folder / "patientsTr.json").write_text(json.dumps(patients))
+        (folder / "visitsTr.csv").write_text("\n".join(rows) + "\n")
     return folder
 
 

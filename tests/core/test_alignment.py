@@ -3,7 +3,6 @@ map-back round trip, speed and determinism, and the --align pipeline (plans, sha
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from raw_datasets import SHARED_DATA, make_raw_dataset, write_image
+from raw_datasets import SHARED_DATA, TCIA, make_raw_dataset, tcia_raw_dataset, write_image
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess, main_preprocess
 from longnet.preprocessing.alignment import (RegistrationSettings, align_visit, apply_alignment_to_plans,
                                              geometry_of, load_transform, map_back_to_visit, register,
@@ -19,7 +18,6 @@ from longnet.preprocessing.alignment import (RegistrationSettings, align_visit, 
 from longnet.io.storage import load_case
 
 LJUBLJANA = SHARED_DATA / "ljubljana_ms_longitudinal"
-TCIA = SHARED_DATA / "tcia_brain_tumor_progression"
 needs_ljubljana = pytest.mark.skipif(not LJUBLJANA.is_dir(), reason="../shared/data/ljubljana_ms_longitudinal absent")
 needs_tcia = pytest.mark.skipif(not TCIA.is_dir(), reason="../shared/data/tcia_brain_tumor_progression absent")
 
@@ -157,23 +155,7 @@ def test_alignment_recorded_in_plans():
 # -- (b) TCIA: --align rigid through the whole pipeline ---------------------------------------------------------
 def _tcia_raw(root: Path) -> Path:
     """Dataset006: the 4 patients' T1 + tumour masks, visits grouped by patientsTr.json, days in visitsTr.csv."""
-    folder = root / "Dataset006_TCIAAlign"
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    patients: dict[str, list[str]] = {}
-    rows = ["case,days"]
-    for entry in json.loads((TCIA / "manifest.json").read_text()):
-        subj, tp = entry["subject"], entry["timepoint"]
-        case = f"{subj}_tp{tp}"
-        shutil.copy(TCIA / subj / f"tp{tp}" / f"{case}_T1.nii.gz", folder / "imagesTr" / f"{case}_0000.nii.gz")
-        shutil.copy(TCIA / subj / f"tp{tp}" / f"{case}_seg.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
-        patients.setdefault(subj, []).append(case)
-        rows.append(f"{case},{entry['days_from_tp1']}")
-    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1},
-                                                     "numTraining": len(rows) - 1, "file_ending": ".nii.gz"}))
-    (folder / "patientsTr.json").write_text(json.dumps(patients))
-    (folder / "visitsTr.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    return tcia_raw_dataset(root, "Dataset006_TCIAAlign")
 
 
 @needs_tcia

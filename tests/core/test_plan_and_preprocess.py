@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raw_datasets import SHARED_DATA, make_raw_dataset
+from raw_datasets import SHARED_DATA, make_raw_dataset, tcia_raw_dataset
 from longnet.cli.convert import main as convert_main
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.io.storage import load_case
@@ -60,25 +60,9 @@ def test_hippocampus_matches_nnunet(roots):
 
 
 def _tcia_raw(root: Path, with_patients: bool) -> Path:
-    src = SHARED_DATA / "tcia_brain_tumor_progression"
-    folder = root / "Dataset005_TCIAProgT1"
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    shutil.copy(REFERENCE / "Dataset005_TCIAProgT1" / "dataset.json", folder / "dataset.json")
-    patients: dict[str, list[str]] = {}
-    rows = ["case,days"]
-    manifest = json.loads((src / "manifest.json").read_text())
-    for entry in manifest:
-        subj, tp = entry["subject"], entry["timepoint"]
-        case = f"{subj}_tp{tp}"
-        shutil.copy(src / subj / f"tp{tp}" / f"{case}_T1.nii.gz", folder / "imagesTr" / f"{case}_0000.nii.gz")
-        shutil.copy(src / subj / f"tp{tp}" / f"{case}_seg.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
-        patients.setdefault(subj, []).append(case)
-        rows.append(f"{case},{entry['days_from_tp1']}")
-    if with_patients:
-        (folder / "patientsTr.json").write_text(json.dumps(patients))
-        (folder / "visitsTr.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    """Dataset005 with nnU-Net's reference dataset.json (the parity target)."""
+    return tcia_raw_dataset(root, "Dataset005_TCIAProgT1", dataset_json=REFERENCE / "Dataset005_TCIAProgT1" /
+                            "dataset.json", with_patients=with_patients)
 
 
 @needs_shared

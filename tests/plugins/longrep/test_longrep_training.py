@@ -168,10 +168,10 @@ def test_tcia_longitudinal_smoke(tmp_path, monkeypatch):
     pretrain and finetune one step each. The planned network is shrunk (same plan otherwise) so a CPU step
     takes seconds; the full plan is exercised by the GPU check."""
     from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
-    from test_plan_and_preprocess import _tcia_raw
+    from raw_datasets import tcia_raw_dataset
 
     set_env(monkeypatch, tmp_path)
-    _tcia_raw(tmp_path / "raw", with_patients=True)
+    tcia_raw_dataset(tmp_path / "raw", "Dataset005_TCIAProgT1")
     assert main_plan_and_preprocess(["-d", "5", "-c", "3d_fullres", "-np", "2", "--align", "rigid"]) == 0
     pre = tmp_path / "preprocessed" / "Dataset005_TCIAProgT1"
     _write_small_plans(pre / "nnUNetPlans.json", pre / "LongRepSmoke.json")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from raw_datasets import SHARED_DATA
+from raw_datasets import TCIA, tcia_raw_dataset
 from longnet.cli.evaluate import main as evaluate_main
 from longnet.cli.plan_and_preprocess import main_plan_and_preprocess
 from longnet.cli.predict import main as predict_main
@@ -95,31 +95,12 @@ def test_train_predict_evaluate_through_the_clis(tmp_path, monkeypatch, capsys):
     assert rec["target"] == cases[1] and [c for c in rec["context"] if c] == [cases[0]]
 
 
-def _tcia_raw(root: Path, subjects: tuple[str, ...] = ("PGBM-001", "PGBM-003")) -> Path:
+def _tcia_raw(root: Path) -> Path:
     """Two patients (registration dominates the run time), T1 + tumour mask, days from the manifest."""
-    src = SHARED_DATA / "tcia_brain_tumor_progression"
-    folder = root / "Dataset993_TCIAForecast"
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
-    patients, rows = {}, ["case,days"]
-    for entry in json.loads((src / "manifest.json").read_text()):
-        subj, tp = entry["subject"], entry["timepoint"]
-        if subj not in subjects:
-            continue
-        case = f"{subj}_tp{tp}"
-        shutil.copy(src / subj / f"tp{tp}" / f"{case}_T1.nii.gz", folder / "imagesTr" / f"{case}_0000.nii.gz")
-        shutil.copy(src / subj / f"tp{tp}" / f"{case}_seg.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
-        patients.setdefault(subj, []).append(case)
-        rows.append(f"{case},{entry['days_from_tp1']}")
-    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1"}, "file_ending": ".nii.gz",
-                                                     "labels": {"background": 0, "tumour": 1},
-                                                     "numTraining": len(rows) - 1}))
-    (folder / "patientsTr.json").write_text(json.dumps(patients))
-    (folder / "visitsTr.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    return tcia_raw_dataset(root, "Dataset993_TCIAForecast", subjects=("PGBM-001", "PGBM-003"))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tcia_brain_tumor_progression").is_dir(), reason="shared data not available")
+@pytest.mark.skipif(not TCIA.is_dir(), reason="shared data not available")
 def test_tcia_two_visits_context_of_one(tmp_path, monkeypatch):
     set_env(monkeypatch, tmp_path)
     raw = _tcia_raw(tmp_path / "raw")
