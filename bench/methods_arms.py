@@ -21,6 +21,7 @@ from longrep_oneshot import _summary_numbers  # noqa: E402  test Dice from longn
 from stamp_probe import _subject_level  # noqa: E402  AUROC of the mean probability per subject
 
 from longnet.demo.recipes import call_command  # noqa: E402
+from longnet.io.visits import read_visits_csv  # noqa: E402
 
 CONFIG = "3d_fullres"
 ALIGNED, UNALIGNED = "nnUNetPlansCPU", "nnUNetPlansCPUUnaligned"  # both from -pl nnUNetPlannerCPU
@@ -137,8 +138,8 @@ def stamp(b: Bench, seed: int) -> tuple[list[dict], list[str]]:
     """STAMP pretraining + probe of `converter` vs the same probe on a random encoder: test AUROC per subject (mean
     probability over the subject's visits) and per visit."""
     encoder = train(b, "STAMPTrainer", "stamp_pretrain", f"stamp_s{seed}", seed)
-    truth = {r["case"]: int(float(r[STAMP_TARGET])) for r in csv.DictReader(open(b.raw_folder / "visitsTs.csv"))
-             if r.get(STAMP_TARGET, "") != ""}
+    truth = {case: int(v[STAMP_TARGET]) for case, v in read_visits_csv(b.raw_folder / "visitsTs.csv").items()
+             if v.get(STAMP_TARGET) is not None}
     auroc, notes = {}, []
     for arm, source in (("STAMP", ["--encoder", _ckpt(encoder)]),
                         ("random encoder", ["--random-encoder", *b.flags["stamp_encoder"]])):
@@ -205,12 +206,10 @@ def clinimcl(b: Bench, seed: int) -> tuple[list[dict], list[str]]:
 ARMS = {"tfm": tfm, "longrep": longrep, "stamp": stamp, "learner": learner, "clinimcl": clinimcl}
 
 
-def _csv_columns(path: Path) -> tuple[list[str], list[dict]]:
-    if not path.is_file():
-        return [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames or []), list(reader)
+def _visits(path: Path) -> tuple[set[str], dict[str, dict]]:
+    """(columns, {case: values}) of a visits CSV (longnet's reader); nothing when the file is absent."""
+    rows = read_visits_csv(path) if path.is_file() else {}
+    return set().union(*rows.values()), rows
 
 
 def requirements(raw: Path) -> dict[str, str | None]:
@@ -225,16 +224,16 @@ def requirements(raw: Path) -> dict[str, str | None]:
         common = "needs patientsTr.json with >= 2 subjects of >= 2 visits"
     elif not (raw / "imagesTs").is_dir() or not ts:
         common = "needs a test side: imagesTs/ and patientsTs.json"
-    cols_tr, rows_tr = _csv_columns(raw / "visitsTr.csv")
-    cols_ts, _ = _csv_columns(raw / "visitsTs.csv")
+    cols_tr, rows_tr = _visits(raw / "visitsTr.csv")
+    cols_ts, _ = _visits(raw / "visitsTs.csv")
     labelled = lambda side: (raw / f"labels{side}").is_dir() and any((raw / f"labels{side}").iterdir())  # noqa: E731
     reasons = {
         "tfm": None if any(len(v) >= 2 for v in ts.values()) else "needs test subjects with >= 2 visits",
         "longrep": None if labelled("Tr") and labelled("Ts") else "needs labels in labelsTr/ and labelsTs/",
         "stamp": (f"needs a '{STAMP_TARGET}' column and 'days' in visitsTr.csv and visitsTs.csv"
-                  if not {"days", STAMP_TARGET} <= set(cols_tr) or STAMP_TARGET not in cols_ts else
+                  if not {"days", STAMP_TARGET} <= cols_tr or STAMP_TARGET not in cols_ts else
                   f"needs both {STAMP_TARGET} classes among the training visits"
-                  if len({r[STAMP_TARGET] for r in rows_tr if r[STAMP_TARGET] != ""}) < 2 else None),
+                  if len({v[STAMP_TARGET] for v in rows_tr.values() if v[STAMP_TARGET] is not None}) < 2 else None),
         "learner": None if LEARNER_SCORE in cols_tr and LEARNER_SCORE in cols_ts else
         f"needs a '{LEARNER_SCORE}' column in visitsTr.csv and visitsTs.csv",
         "clinimcl": None,

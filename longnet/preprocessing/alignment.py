@@ -314,10 +314,12 @@ def apply_alignment_to_plans(plans: dict, mode: str) -> dict:
 
 
 # -- reusing the transforms of preprocessing ------------------------------------------------------------------
-def _same_geometry(a: dict, b: dict, tol: float = 1e-4) -> bool:
-    keys = ("spacing", "origin", "direction", "size")
+def _same_geometry(a: dict, b: dict) -> bool:
+    """The same grid by the dataset checks' rule (`geometry_mismatch`); a record without a full geometry is not."""
+    from longnet.dataset.io import geometry_mismatch
+
     try:
-        return all(np.allclose(np.asarray(a[k], float), np.asarray(b[k], float), atol=tol) for k in keys)
+        return geometry_mismatch(a["size"], a, b["size"], b) is None
     except (KeyError, ValueError, TypeError):
         return False
 

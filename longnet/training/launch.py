@@ -121,8 +121,7 @@ def build_trainer(req: TrainRequest):
     if not plans_file.is_file():
         from longnet.io.case_names import MARKER_FILES
 
-        found = sorted(f.stem for f in pre_dir.glob("*.json") if f.name not in MARKER_FILES
-                       and "configurations" in f.read_text(errors="ignore")[:100_000])
+        found = sorted(f.stem for f in pre_dir.glob("*.json") if f.name not in MARKER_FILES)  # the rest are plans
         hint = f"; plans here: {', '.join(found)} (pass one with -p)" if found else ""
         raise LongnetError(f"plans {req.plans_name!r} not found (run longnet_plan_experiment, or pass -p){hint}",
                            plans_file)

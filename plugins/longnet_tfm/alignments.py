@@ -29,13 +29,19 @@ class VisitAlignments:
     def __init__(self, mode: str, preprocessed_folder: Path | None, cache_folder: Path):
         self.mode, self.preprocessed_folder, self.cache_folder = mode, preprocessed_folder, Path(cache_folder)
         self.counts = {"preprocessing": 0, "cache": 0, "registered": 0}
+        self._hashes: dict[Path, str] = {}  # a subject's reference image serves all its visits: hash it once
 
     def _cache_files(self, case: str, reference_case: str) -> tuple[Path, Path]:
         stem = f"{case}_to_{reference_case}"
         return self.cache_folder / f"{stem}.tfm", self.cache_folder / f"{stem}.json"
 
+    def _sha1(self, path: Path) -> str:
+        if path not in self._hashes:
+            self._hashes[path] = _sha1(path)
+        return self._hashes[path]
+
     def _key(self, case_file: Path, reference_file: Path) -> dict:
-        return {"mode": self.mode, "visit_sha1": _sha1(case_file), "reference_sha1": _sha1(reference_file)}
+        return {"mode": self.mode, "visit_sha1": self._sha1(case_file), "reference_sha1": self._sha1(reference_file)}
 
     def lookup(self, case: str, case_file: Path, geometry: dict, reference_case: str, reference_file: Path,
                reference_geometry: dict) -> sitk.Transform | None:

@@ -142,10 +142,10 @@ def _files(input_folder: Path, case: str, n_channels: int, ending: str) -> list[
 
 
 def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configuration: str, dataset_json: dict,
-                    alignment: str, alignments: VisitAlignments | None = None) -> dict:
+                    alignment: str, alignments: VisitAlignments) -> dict:
     """Context slots (filled), LCI and reference, preprocessed on ONE grid (the last context visit's, cropped
     with the union box of all visits as preprocessing does for aligned subjects), each min–max normalised.
-    `alignments` supplies existing transforms (and keeps new ones); None registers every visit."""
+    `alignments` supplies existing transforms and keeps the new ones."""
     from longnet.api import fill_sparse
     from longnet.api import union_bbox
 
@@ -165,11 +165,11 @@ def prepare_subject(job: ForecastJob, input_folder: Path, plans: Plans, configur
         files = _files(input_folder, case, n_ch, ending)
         data, props = read_image_files(files)
         known = None
-        if alignments is not None and alignment != "none":
+        if alignment != "none":
             geometry = {**props["sitk_stuff"], "size": list(data.shape[1:][::-1])}
             known = alignments.lookup(case, files[0], geometry, ref_case, ref_files[0], ref_geometry)
         moved, transform = bring_onto_grid(data, props, ref_data, ref_props, alignment, known)
-        if known is None and transform is not None and alignments is not None:
+        if known is None and transform is not None:  # registered just now
             alignments.store(transform, case, files[0], ref_case, ref_files[0])
         arrays.append(moved)
     box = union_bbox(arrays)

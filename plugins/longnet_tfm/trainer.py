@@ -166,9 +166,7 @@ class TFMTrainer(Trainer):
         run overwrites it with the checkpoint's, which holds the same fit."""
         from longnet_tfm.linear_head import fit_context_filter
 
-        index = self._index(self.train_cases)
-        make = _TrainBatches(self._sampler(index, self.opts.mask_prob), SequenceBatchBuilder(index, self.patch_size),
-                             self.batch_size)
+        make = self._train_batches(self.batch_size)
         rng = np.random.default_rng(self.seed + 7)
         conv = self._eager_network.context_filter
         r2 = fit_context_filter(conv, (make(rng) for _ in range(self.context_fit_batches)))
@@ -204,10 +202,13 @@ class TFMTrainer(Trainer):
 
     def train_loader(self):
         local_bs, _ = split_batch(self.batch_size, self.dist.world_size, self.dist.rank)
+        return self.make_batch_iterator(self._train_batches(local_bs), "train")
+
+    def _train_batches(self, batch_size: int) -> _TrainBatches:
+        """`make_batch(rng)` of training batches (the loader's, and the context filter's fit)."""
         index = self._index(self.train_cases)
-        make = _TrainBatches(self._sampler(index, self.opts.mask_prob),
-                             SequenceBatchBuilder(index, self.patch_size), local_bs)
-        return self.make_batch_iterator(make, "train")
+        return _TrainBatches(self._sampler(index, self.opts.mask_prob), SequenceBatchBuilder(index, self.patch_size),
+                             batch_size)
 
     def frozen_validation_draws(self) -> list:
         """The validation draws of this split, made once (fixed seed) and reused by every epoch and model."""
